@@ -1,0 +1,159 @@
+"""The QNN: a parameterised circuit as an ``nn.Module`` returning Born probabilities."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..resources import check_fits
+from . import get_ansatz
+from .ansatze import Ansatz, Op
+from .gates import GATES
+from .measure import exact_probs
+from .statevector import Program, compile_ops, run
+
+__all__ = ["QNN", "estimate_circuit_bytes", "resolve_dtype"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"`` / ``torch.float32`` -> ``torch.float32`` (float32 and float64 only)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+    elif dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"`dtype` must be one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    return value
+
+
+def estimate_circuit_bytes(ops: list[Op], n_qubits: int, dtype: torch.dtype) -> float:
+    """Peak bytes of one probabilities forward+backward: the states autograd keeps (one
+    per single-qubit gate, 1.5 per controlled rotation, one per diagonal) plus working
+    copies and the permutation indices. Computed from the op list, before compiling."""
+    real = all(GATES[op.gate].real for op in ops)
+    amp = torch.empty((), dtype=dtype).element_size() * (1 if real else 2)
+    states = 6.0
+    for op in ops:
+        spec = GATES[op.gate]
+        if spec.n_wires == 1 or spec.kind == "diagonal":
+            states += 1
+        elif spec.kind == "unitary":
+            states += 1.5
+    return states * amp * 2**n_qubits + 16 * 2**n_qubits
+
+
+class QNN(nn.Module):
+    """A parameterised circuit on ``n_qubits`` wires, started in ``|0...0>``.
+
+    Its one parameter ``weights`` holds every angle in the ansatz's documented layout
+    (see :mod:`qtrain.circuits.ansatze`). Calling the module returns all ``2^N`` Born
+    probabilities ``p_i = |<i|psi(weights)>|^2``, exactly, differentiably:
+
+    >>> import torch, qtrain
+    >>> qnn = qtrain.QNN(3, depth=2, ansatz="ry-cnot-ring", seed=0)
+    >>> qnn.weights.shape
+    torch.Size([2, 3])
+    >>> p = qnn().detach()
+    >>> p.shape, round(float(p.sum()), 6)
+    (torch.Size([8]), 1.0)
+    >>> theta = torch.zeros(2, 3)      # angles supplied from outside
+    >>> torch.func.functional_call(qnn, {"weights": theta}, ())
+    tensor([1., 0., 0., 0., 0., 0., 0., 0.])
+
+    Args:
+        n_qubits: the number of wires N (>= 1). Wire 0 is the most significant bit of
+            the basis index.
+        depth: the number of ansatz blocks L (>= 1).
+        ansatz: a registered name (``"u3-cu3-ring"``, ``"ry-cnot-ring"``,
+            ``"ry-cnot-chain"``, ``"ry-rz-cz"``) or an :class:`~qtrain.circuits.Ansatz`.
+
+    Keyword args:
+        dtype: ``torch.float32`` (default) or ``torch.float64``; complex ansaetze use the
+            matching complex dtype internally.
+        device: where the angles live.
+        seed: seeds the angle initialisation (uniform in [-pi, pi]); ignored when
+            ``generator`` is given. Neither touches the global RNG.
+        generator: a CPU ``torch.Generator`` to draw the initial angles from.
+        check_memory: refuse (``MemoryError``) a circuit whose simulation will not fit.
+
+    Raises:
+        ValueError: unknown ansatz (the message lists the valid ones), ``n_qubits`` or
+            ``depth`` < 1, an unsupported dtype.
+        MemoryError: the simulation's estimated memory exceeds what the device has.
+    """
+
+    def __init__(
+        self,
+        n_qubits: int,
+        depth: int,
+        ansatz: str | Ansatz = "u3-cu3-ring",
+        *,
+        dtype: str | torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        check_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_qubits = _check_int("n_qubits", n_qubits, 1)
+        self.depth = _check_int("depth", depth, 1)
+        self.ansatz = get_ansatz(ansatz)
+        dtype = resolve_dtype(dtype)
+        shape = tuple(self.ansatz.weight_shape(n_qubits, depth))
+        n_weights = 1
+        for s in shape:
+            n_weights *= s
+        ops = self.ansatz.operations(n_qubits, depth)
+        if check_memory:
+            check_fits(
+                estimate_circuit_bytes(ops, n_qubits, dtype),
+                device,
+                f"simulating a {n_qubits}-qubit, depth-{depth} {self.ansatz.name!r} circuit",
+                "Use fewer qubits (a smaller target) or a shallower circuit.",
+            )
+        program = compile_ops(ops, n_qubits, n_weights)
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        weights = torch.empty(shape, dtype=dtype)
+        with torch.no_grad():
+            self.ansatz.init_weights(weights, generator)
+        self.weights = nn.Parameter(weights.to(device))
+        self._program = program
+        self._programs: dict[torch.device, Program] = {torch.device("cpu"): program}
+
+    @property
+    def real(self) -> bool:
+        """True when the amplitudes stay real (the faster real-dtype path is used)."""
+        return self._program.real
+
+    def _program_on(self, device: torch.device) -> Program:
+        if device not in self._programs:
+            self._programs[device] = self._program.to(device)
+        return self._programs[device]
+
+    def state(self) -> Tensor:
+        """The final state vector, ``(2^N,)`` (real dtype when :attr:`real`)."""
+        return run(self._program_on(self.weights.device), self.weights)
+
+    def probabilities(self) -> Tensor:
+        """All ``2^N`` exact Born probabilities, ``(2^N,)``, in ``weights.dtype``."""
+        return exact_probs(self.state())
+
+    def forward(self) -> Tensor:
+        """Same as :meth:`probabilities`."""
+        return self.probabilities()
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_qubits={self.n_qubits}, depth={self.depth}, ansatz={self.ansatz.name!r}, "
+            f"n_angles={self.weights.numel()}, real={self.real}"
+        )

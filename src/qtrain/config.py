@@ -1,0 +1,181 @@
+"""``QTConfig``: everything that defines a Quantum-Train generator, JSON round-trippable."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+
+from ._version import __version__
+from .circuits import get_ansatz
+from .mapping import ACTIVATIONS
+
+__all__ = ["QTConfig"]
+
+MAPPINGS = ("mlp", "paper")
+# Defaults per mapping kind: the paper preset is the reference's (4, 20, 4), no activation.
+PAPER_HIDDEN = (4, 20, 4)
+MLP_HIDDEN = (32, 32)
+MLP_ACTIVATION = "gelu"
+WEIGHT_SCALES = ("auto", "none", "init")
+
+
+@dataclass
+class QTConfig:
+    """Configuration of a :class:`~qtrain.QuantumTrain` wrapper.
+
+    Args:
+        depth: ansatz blocks L (>= 1). Trainable QNN angles grow as L x (angles per block).
+        ansatz: circuit family: ``"u3-cu3-ring"`` (the papers', default),
+            ``"ry-cnot-ring"``, ``"ry-cnot-chain"``, ``"ry-rz-cz"``, or a name registered
+            with :func:`qtrain.circuits.register_ansatz`.
+        n_qubits: circuit width N; ``None`` = ``ceil(log2 M)`` (at least 1, so a model
+            with M = 1 weight uses one qubit). A larger N is allowed; a smaller one is an error.
+        mapping: ``"mlp"`` (default: a non-linear MLP) or ``"paper"`` (the reference preset:
+            hidden (4, 20, 4), no activation, mean-centred output; an affine map in disguise).
+        mapping_hidden: hidden widths of the mapping; ``None`` = (32, 32) for ``"mlp"``,
+            (4, 20, 4) for ``"paper"``.
+        activation: mapping activation (``"gelu"``, ``"relu"``, ``"silu"``, ``"tanh"``,
+            ``"none"``); ``None`` = ``"gelu"`` for ``"mlp"``. ``"paper"`` has none.
+        weight_scale: ``"init"`` multiplies each generated tensor by the standard
+            deviation of the model's own initial values for it (a fixed, non-trained gain,
+            so generated weights start at the scale the model was designed for);
+            ``"none"`` leaves the mapping output as is (the papers'); ``"auto"`` = ``"init"``
+            for ``"mlp"``, ``"none"`` for ``"paper"``.
+        learnable_transform: also train the transform's (gamma, beta, alpha).
+        transform_gamma, transform_beta, transform_alpha: the transform's constants.
+        seed: seeds the angle and mapping initialisation (the global RNG is not touched).
+        dtype: ``"float32"`` (default) or ``"float64"``, for the circuit and the mapping.
+        device: where the generator and the model live; ``None`` = the model's device.
+        check_memory: refuse configurations whose estimated memory will not fit.
+    """
+
+    depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
+    ansatz: str = field(default="u3-cu3-ring", metadata={"help": "Circuit family name."})
+    n_qubits: int | None = field(default=None, metadata={"help": "Circuit width; None = ceil(log2 M)."})
+    mapping: str = field(default="mlp", metadata={"help": "'mlp' or 'paper' (the reference preset)."})
+    mapping_hidden: tuple[int, ...] | None = field(default=None, metadata={"help": "Mapping hidden widths."})
+    activation: str | None = field(default=None, metadata={"help": "Mapping activation."})
+    weight_scale: str = field(default="auto", metadata={"help": "'auto', 'init' or 'none'."})
+    learnable_transform: bool = field(default=False, metadata={"help": "Train (gamma, beta, alpha)."})
+    transform_gamma: float = field(default=0.1, metadata={"help": "Transform gamma."})
+    transform_beta: float = field(default=0.8, metadata={"help": "Transform beta."})
+    transform_alpha: float = field(default=0.3, metadata={"help": "Transform alpha."})
+    seed: int = field(default=0, metadata={"help": "Initialisation seed."})
+    dtype: str = field(default="float32", metadata={"help": "'float32' or 'float64'."})
+    device: str | None = field(default=None, metadata={"help": "Device; None = the model's."})
+    check_memory: bool = field(default=True, metadata={"help": "Refuse configurations that will not fit."})
+
+    def __post_init__(self) -> None:
+        def need_int(name: str, minimum: int, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"`{name}` must be an int, got {type(v).__name__} {v!r}")
+            if v < minimum:
+                raise ValueError(f"`{name}` must be >= {minimum}, got {v}")
+
+        need_int("depth", 1)
+        need_int("n_qubits", 1, optional=True)
+        need_int("seed", 0)
+        if not isinstance(self.ansatz, str):
+            raise TypeError(f"`ansatz` must be a registered name (str), got {type(self.ansatz).__name__}")
+        get_ansatz(self.ansatz)  # raises with the valid names
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"Invalid `mapping` {self.mapping!r}. Must be one of {list(MAPPINGS)}.")
+        if self.mapping_hidden is not None:
+            hidden = tuple(self.mapping_hidden) if isinstance(self.mapping_hidden, (list, tuple)) else None
+            if hidden is None or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+                raise ValueError(f"`mapping_hidden` must be a sequence of positive ints, got {self.mapping_hidden!r}")
+            self.mapping_hidden = hidden
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"Invalid `activation` {self.activation!r}. Must be one of {sorted(ACTIVATIONS)}.")
+        if self.mapping == "paper" and self.activation not in (None, "none"):
+            raise ValueError(
+                f"`mapping`='paper' has no activation (it is the affine reference preset), got "
+                f"`activation`={self.activation!r}. Use mapping='mlp' for a non-linear mapping."
+            )
+        if self.weight_scale not in WEIGHT_SCALES:
+            raise ValueError(f"Invalid `weight_scale` {self.weight_scale!r}. Must be one of {list(WEIGHT_SCALES)}.")
+        for name in ("transform_gamma", "transform_beta", "transform_alpha"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"`{name}` must be a positive number, got {v!r}")
+            setattr(self, name, float(v))
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"Invalid `dtype` {self.dtype!r}. Must be one of ['float32', 'float64'].")
+        if self.device is not None and not isinstance(self.device, str):
+            self.device = str(self.device)
+
+    # Resolved values: what "auto"/None mean for this mapping kind.
+    @property
+    def resolved_hidden(self) -> tuple[int, ...]:
+        if self.mapping_hidden is not None:
+            return self.mapping_hidden
+        return PAPER_HIDDEN if self.mapping == "paper" else MLP_HIDDEN
+
+    @property
+    def resolved_activation(self) -> str:
+        if self.mapping == "paper":
+            return "none"
+        return self.activation or MLP_ACTIVATION
+
+    @property
+    def resolved_weight_scale(self) -> str:
+        if self.weight_scale != "auto":
+            return self.weight_scale
+        return "none" if self.mapping == "paper" else "init"
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict, with the qtrain version that wrote it."""
+        d = asdict(self)
+        if d["mapping_hidden"] is not None:
+            d["mapping_hidden"] = list(d["mapping_hidden"])
+        d["qtrain_version"] = __version__
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QTConfig":
+        """Inverse of :meth:`to_dict`. Unknown keys (from a newer qtrain) are dropped with a warning."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a QTConfig must be read from a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        data = dict(data)
+        data.pop("qtrain_version", None)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            warnings.warn(
+                f"ignoring unknown QTConfig keys {unknown} (written by a newer qtrain? upgrade to use them)",
+                stacklevel=2,
+            )
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "<string>") -> "QTConfig":
+        """Parse a config from JSON text.
+
+        Raises:
+            ValueError: the text is not valid JSON (the message names ``source`` and the
+                position), or a field value is invalid.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"cannot parse QTConfig from {source}: {e.msg} at line {e.lineno} column {e.colno}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "QTConfig":
+        """Read a config written by :meth:`save` (or any JSON object of its fields)."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read(), source=str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json() + "\n")

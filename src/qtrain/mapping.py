@@ -1,0 +1,156 @@
+"""From probabilities to weights: the transform, the bit features and the mapping model.
+
+For each generated weight ``i < M`` the mapping model sees one row
+``[b_i, x_i]``: the N bits of ``i`` as +-1 (MSB first, bit 0 -> -1) and the transformed
+probability ``x_i``. The transform, with ``S = 2^(N-1)``, is
+
+.. math::
+
+    x_i = \\big(\\beta \\tanh(\\gamma S p_i)\\big)^{\\alpha}
+          - \\frac{1}{M}\\sum_{j<M} \\big(\\beta \\tanh(\\gamma S p_j)\\big)^{\\alpha}
+
+with the papers' ``(gamma, beta, alpha) = (0.1, 0.8, 0.3)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ACTIVATIONS", "MappingModel", "ProbabilityTransform", "bit_features"]
+
+ACTIVATIONS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+"""Activations the mapping MLP accepts, by name (``"none"``: no activation)."""
+
+
+def bit_features(n_qubits: int, count: int, *, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """The bits of ``0..count-1`` as +-1 features, ``(count, n_qubits)``, MSB first.
+
+    >>> bit_features(2, 4)
+    tensor([[-1., -1.],
+            [-1.,  1.],
+            [ 1., -1.],
+            [ 1.,  1.]])
+    """
+    index = torch.arange(count, device=device).unsqueeze(1)
+    shifts = torch.arange(n_qubits - 1, -1, -1, device=device)
+    return ((index >> shifts) & 1).to(dtype) * 2 - 1
+
+
+class ProbabilityTransform(nn.Module):
+    """``p (2^N,) -> x (M,)``: the papers' squashing transform, mean-centred over the M kept
+    entries (no renormalisation of the kept probabilities).
+
+    ``tanh`` lifts the tiny ``p_i ~ 2^-N`` into a usable range and the power ``alpha < 1``
+    spreads them out. ``x^alpha`` has an infinite slope at 0, so the base is clamped to
+    the dtype's smallest normal number: an exactly-zero probability then gets a zero
+    gradient instead of NaN.
+
+    Args:
+        n_qubits: N, which sets ``S = 2^(N-1)``.
+        n_kept: M, how many leading probabilities are used.
+        gamma, beta, alpha: the transform's constants.
+        learnable: train them too (kept positive through a log parametrisation; adds 3
+            trainable scalars).
+
+    >>> t = ProbabilityTransform(n_qubits=2, n_kept=3)
+    >>> x = t(torch.tensor([0.25, 0.25, 0.25, 0.25]))
+    >>> x.shape, float(x.abs().max()) < 1e-7     # equal inputs centre to zero
+    (torch.Size([3]), True)
+    """
+
+    def __init__(
+        self,
+        n_qubits: int,
+        n_kept: int,
+        *,
+        gamma: float = 0.1,
+        beta: float = 0.8,
+        alpha: float = 0.3,
+        learnable: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.n_kept = n_kept
+        self.scale = float(2 ** (n_qubits - 1))
+        logs = torch.tensor([math.log(gamma), math.log(beta), math.log(alpha)], dtype=dtype)
+        if learnable:
+            self.log_params = nn.Parameter(logs)
+        else:
+            self.register_buffer("log_params", logs)
+
+    def forward(self, probs: Tensor) -> Tensor:
+        gamma, beta, alpha = self.log_params.exp().unbind()
+        base = beta * torch.tanh(gamma * self.scale * probs[: self.n_kept])
+        x = base.clamp_min(torch.finfo(base.dtype).tiny).pow(alpha)
+        return x - x.mean()
+
+    def extra_repr(self) -> str:
+        g, b, a = self.log_params.exp().tolist()
+        return f"gamma={g:.4g}, beta={b:.4g}, alpha={a:.4g}, learnable={isinstance(self.log_params, nn.Parameter)}"
+
+
+class MappingModel(nn.Module):
+    """The classical mapping ``G``: a small MLP from rows ``[b_i, x_i]`` to one weight each.
+
+    Args:
+        n_inputs: row width, ``N + 1``.
+        hidden: hidden layer widths.
+        activation: a key of :data:`ACTIVATIONS`; ``"none"`` makes the whole model one
+            affine map (the papers' preset: Linear(N+1 -> 4 -> 20 -> 4 -> 1) with no
+            activation is exactly ``w_i = a . b_i + c x_i + d``, centred).
+        center: subtract the mean of the outputs (the papers do).
+        output_bias: give the last layer a bias. Centring makes it a dead parameter;
+            the papers' preset keeps it anyway so its trainable count matches theirs.
+        generator: draws the initial weights (PyTorch's default ``nn.Linear`` scheme,
+            uniform in +-1/sqrt(fan_in)) without touching the global RNG.
+
+    >>> g = MappingModel(3, hidden=(4,), activation="none", center=True)
+    >>> w = g(torch.randn(10, 3)).detach()
+    >>> w.shape, abs(float(w.mean())) < 1e-6
+    (torch.Size([10]), True)
+    """
+
+    def __init__(
+        self,
+        n_inputs: int,
+        hidden: Sequence[int],
+        *,
+        activation: str = "none",
+        center: bool = False,
+        output_bias: bool = True,
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Invalid `activation` {activation!r}. Must be one of {sorted(ACTIVATIONS)}.")
+        sizes = [n_inputs, *hidden, 1]
+        layers: list[nn.Module] = []
+        act = ACTIVATIONS[activation]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            lin = nn.Linear(a, b, bias=output_bias or i < len(sizes) - 2, dtype=dtype)
+            bound = 1 / math.sqrt(a)
+            with torch.no_grad():
+                lin.weight.uniform_(-bound, bound, generator=generator)
+                if lin.bias is not None:
+                    lin.bias.uniform_(-bound, bound, generator=generator)
+            layers.append(lin)
+            if act is not None and i < len(sizes) - 2:
+                layers.append(act())
+        self.net = nn.Sequential(*layers)
+        self.center = center
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """``(M, n_inputs) -> (M,)``."""
+        out = self.net(rows).squeeze(-1)
+        return out - out.mean() if self.center else out

@@ -1,0 +1,71 @@
+"""Transform, bit features, mapping model, and the whole generator's gradient."""
+
+import numpy as np
+import pytest
+import torch
+
+import qtrain
+from qtrain.mapping import MappingModel, ProbabilityTransform, bit_features
+
+
+def test_bit_features_are_msb_first_plus_minus_one():
+    f = bit_features(3, 8)
+    assert f.shape == (8, 3)
+    assert f[5].tolist() == [1.0, -1.0, 1.0]  # 5 = 0b101
+    assert f[0].tolist() == [-1.0, -1.0, -1.0]
+
+
+def test_transform_matches_the_papers_formula_by_hand():
+    n, m = 3, 6
+    p = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0.0, 0.0], dtype=torch.float64)
+    x = ProbabilityTransform(n, m, dtype=torch.float64)(p).numpy()
+    s = 2 ** (n - 1)
+    raw = (0.8 * np.tanh(0.1 * s * p.numpy()[:m])) ** 0.3
+    np.testing.assert_allclose(x, raw - raw.mean(), atol=1e-12)
+
+
+def test_transform_gradient_is_finite_at_zero_probability():
+    p = torch.tensor([0.0, 0.5, 0.5, 0.0], requires_grad=True)
+    ProbabilityTransform(2, 4)(p).pow(2).sum().backward()
+    assert torch.isfinite(p.grad).all()
+
+
+def test_learnable_transform_adds_three_trainable_scalars():
+    fixed = ProbabilityTransform(3, 8)
+    learn = ProbabilityTransform(3, 8, learnable=True)
+    assert sum(p.numel() for p in fixed.parameters()) == 0
+    assert sum(p.numel() for p in learn.parameters()) == 3
+    torch.testing.assert_close(learn.log_params.exp(), torch.tensor([0.1, 0.8, 0.3]))
+
+
+def test_paper_mapping_is_an_affine_map():
+    g = MappingModel(5, (4, 20, 4), activation="none", center=False, dtype=torch.float64)
+    a, b = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+    t = 0.3
+    torch.testing.assert_close(g(t * a + (1 - t) * b), t * g(a) + (1 - t) * g(b))
+
+
+def test_mlp_mapping_is_not_affine():
+    g = MappingModel(5, (32, 32), activation="gelu", dtype=torch.float64)
+    a, b = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+    assert (g(0.5 * a + 0.5 * b) - 0.5 * (g(a) + g(b))).abs().max() > 1e-6
+
+
+def test_unknown_activation_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="gelu"):
+        MappingModel(3, (4,), activation="swish")
+
+
+@pytest.mark.parametrize("mapping", ["paper", "mlp"])
+def test_whole_generator_gradient_matches_finite_differences(mapping):
+    net = torch.nn.Linear(5, 3)  # M = 18, N = 5
+    qt = qtrain.QuantumTrain(net, qtrain.QTConfig(depth=2, mapping=mapping, dtype="float64", learnable_transform=True))
+    proj = torch.randn(18, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    params = [p for p in qt.generator.parameters() if p.requires_grad]
+
+    def f(*values):
+        state = dict(zip([n for n, p in qt.generator.named_parameters() if p.requires_grad], values))
+        return torch.func.functional_call(qt.generator, state, ()) @ proj
+
+    inputs = tuple(p.detach().clone().requires_grad_() for p in params)
+    assert torch.autograd.gradcheck(f, inputs, atol=1e-6)
