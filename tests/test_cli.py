@@ -20,6 +20,7 @@ def test_train_on_iris_writes_every_output_and_a_plain_loadable_model(tmp_path, 
     printed = capsys.readouterr().out
     assert "QT" in printed and "classical" in printed and str(out) in printed
     for name in ("config.json", "metrics.jsonl", "results.json", "model.safetensors", "classical.safetensors",
+                 "checkpoint-qt.safetensors", "checkpoint-classical.safetensors",
                  "qt/qt_config.json", "curves.png"):
         assert (out / name).is_file(), name
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -28,13 +29,13 @@ def test_train_on_iris_writes_every_output_and_a_plain_loadable_model(tmp_path, 
     ]
     assert all(abs(r["gap"] - (r["test_loss"] - r["train_loss"])) < 1e-12 for r in lines)
     config = json.loads((out / "config.json").read_text())
-    assert config["qt"]["depth"] == 2 and config["data"]["n_train"] == 120
+    assert config["job"]["qt"]["depth"] == 2 and config["data"]["n_train"] == 120
     # the exported model is a plain IrisMLP state dict, and reproduces the QT run's accuracy
     plain = IrisMLP()
     plain.load_state_dict(load_file(str(out / "model.safetensors")))
     ds = data.load_dataset("iris", seed=0)
     acc = int((plain(ds.x_test).argmax(1) == ds.y_test).sum()) / len(ds.y_test)
-    assert abs(acc - json.loads((out / "results.json").read_text())["QT"]["test_acc"]) < 1e-9
+    assert abs(acc - json.loads((out / "results.json").read_text())["qt"]["test_acc"]) < 1e-9
 
 
 def test_info_json_reports_the_paper_counts(capsys):

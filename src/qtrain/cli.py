@@ -1,7 +1,9 @@
 """The ``qtrain`` command line.
 
     qtrain train                         # paper CNN on the offline MNIST subset, QT vs classical
-    qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30
+    qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30 --out runs/iris
+    qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30 --out runs/iris --resume
+    qtrain export runs/iris              # runs/iris/export/model.safetensors and model.onnx
     qtrain info --model paper-cnn --depth 16 --mapping paper
 """
 
@@ -18,13 +20,14 @@ import torch
 from . import __version__
 from .circuits import ANSATZE
 from .config import MAPPINGS, QTConfig
-from .data import DATASETS, DatasetUnavailable, load_dataset
+from .checkpoint import CheckpointError
+from .data import DATASETS, DatasetUnavailable
+from .experiment import _save_plain, run_job
+from .export import export_onnx
 from .model import QuantumTrain, estimate_memory
 from .models import MODELS, build_model
 from .resources import format_bytes
-from .train import TrainConfig, fit
-
-DEFAULT_OUT = "runs/qtrain-train"
+from .train import TrainConfig
 
 
 def _qt_config(args: argparse.Namespace) -> QTConfig:
@@ -46,106 +49,56 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths), *map(line, rows[1:])])
 
 
-def _plot(histories: dict[str, list[dict]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, hist in histories.items():
-        ep = [h["epoch"] for h in hist]
-        ax_acc.plot(ep, [100 * h["test_acc"] for h in hist], marker="o", label=f"{name} test")
-        ax_acc.plot(ep, [100 * h["train_acc"] for h in hist], ls="--", alpha=0.6, label=f"{name} train")
-        ax_loss.plot(ep, [h["test_loss"] for h in hist], marker="o", label=f"{name} test CE")
-        ax_loss.plot(ep, [h["train_loss"] for h in hist], ls="--", alpha=0.6, label=f"{name} train CE")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(args.dataset, seed=args.seed)
-    train_cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
-    )
-    torch.manual_seed(args.seed)
-    qt = QuantumTrain(build_model(args.model), _qt_config(args))
-    (out / "config.json").write_text(
-        json.dumps(
-            {
-                "qtrain_version": __version__,
-                "command": "train",
-                "model": args.model,
-                "qt": qt.config.to_dict(),
-                "train": train_cfg.to_dict(),
-                "data": data.describe(),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"qtrain {__version__}: {args.model} on {data.name} ({data.source}), {len(data.y_train):,} train / "
-          f"{len(data.y_test):,} test", file=sys.stderr)
-    qt.print_trainable_parameters()
-    metrics = (out / "metrics.jsonl").open("w")
-
-    def log(run: str):
-        def write(record: dict) -> None:
-            metrics.write(json.dumps({"run": run, **record}) + "\n")
-            metrics.flush()
-            print(f"  [{run}] epoch {record['epoch']}: train {100 * record['train_acc']:.2f}% "
-                  f"test {100 * record['test_acc']:.2f}% gap {record['gap']:+.4f}", file=sys.stderr)
-
-        return write
-
-    histories, seconds, trainable = {}, {}, {}
-    t0 = time.perf_counter()
-    histories["QT"] = fit(qt, data, train_cfg, on_epoch=log("qt"), progress=not args.no_progress, desc="QT")
-    seconds["QT"], trainable["QT"] = time.perf_counter() - t0, qt.n_trainable
-    plain = qt.merge_and_unload()
-    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(out / "model.safetensors"))
-    qt.save_pretrained(out / "qt")
-    if not args.no_classical:
-        torch.manual_seed(args.seed)
-        classical = build_model(args.model)
-        t0 = time.perf_counter()
-        histories["classical"] = fit(
-            classical, data, train_cfg, on_epoch=log("classical"), progress=not args.no_progress, desc="classical"
-        )
-        seconds["classical"] = time.perf_counter() - t0
-        trainable["classical"] = sum(p.numel() for p in classical.parameters() if p.requires_grad)
-        save_file({k: v.contiguous() for k, v in classical.state_dict().items()}, str(out / "classical.safetensors"))
-    metrics.close()
-
-    rows = [("run", "trainable", "train acc %", "test acc %", "gap (CE)", "time s")]
-    results = {}
-    for name, hist in histories.items():
-        last = hist[-1]
-        rows.append((name, f"{trainable[name]:,}", f"{100 * last['train_acc']:.2f}", f"{100 * last['test_acc']:.2f}",
-                     f"{last['gap']:+.4f}", f"{seconds[name]:.1f}"))
-        results[name] = {**last, "trainable": trainable[name], "train_seconds": seconds[name]}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    plotted = _plot(histories, out / "curves.png")
-    print()
-    print(f"{args.model} on {data.name}, {args.epochs} epochs, seed {args.seed} "
-          f"(M = {qt.n_generated:,} weights, N = {qt.n_qubits} qubits, depth {args.depth}, {args.mapping} mapping)")
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+    out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            device=args.device)
+    qt_cfg = _qt_config(args)
+    _err(f"qtrain {__version__}: {args.model} on {args.dataset}, {'resuming' if args.resume else 'writing'} {out}/")
+    try:
+        results = run_job(out, dataset=args.dataset, data_dir=args.data_dir, model=args.model, qt=qt_cfg,
+                          train=train_cfg, classical=not args.no_classical, resume=args.resume,
+                          progress=not args.no_progress, log=_err)
+    except KeyboardInterrupt:
+        _err(f"\ninterrupted; continue with the same command plus --resume --out {out}")
+        return 130
+    rows = [("run", "trainable", "epochs", "train acc %", "test acc %", "gap (CE)", "train time s")]
+    names = {"qt": "QT", "classical": "classical", "classical_1_epoch": "classical, 1 epoch (papers' baseline)"}
+    for key, r in results.items():
+        rows.append((names[key], f"{r['trainable']:,}", str(r["epochs"]), f"{100 * r['train_acc']:.2f}",
+                     f"{100 * r['test_acc']:.2f}", f"{r['gap']:+.4f}", f"{r['train_seconds']:.1f}"))
+    q = results["qt"]
+    print(f"\n{args.model} on {args.dataset}, seed {args.seed}: M = {q['n_generated']:,} weights from N = "
+          f"{q['n_qubits']} qubits, {args.ansatz} depth {args.depth}, {args.mapping} mapping")
     print(_table(rows))
-    print(f"\nwrote {out}/: config.json, metrics.jsonl, results.json, model.safetensors (the QT-trained plain model), "
-          f"qt/ (QT checkpoint){', classical.safetensors' if 'classical' in histories else ''}"
-          f"{', curves.png' if plotted else ' (install matplotlib for curves.png)'}")
+    print(f"\nwrote {out}/: model.safetensors (the QT-trained plain model), qt/ (QT checkpoint), metrics.jsonl, "
+          f"results.json, config.json, curves.png, checkpoints")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    try:
+        job = json.loads((run / "config.json").read_text())["job"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{run} is not a `qtrain train` output directory (config.json: {e})") from None
+    qt = QuantumTrain.from_pretrained(build_model(job["model"]), run / "qt")
+    plain = qt.merge_and_unload().eval()
+    out = Path(args.out or run / "export")
+    out.mkdir(parents=True, exist_ok=True)
+    _save_plain(plain, out / "model.safetensors")
+    written = ["model.safetensors"]
+    if not args.no_onnx:
+        shape = json.loads((run / "config.json").read_text())["data"]["input_shape"]
+        export_onnx(plain, torch.zeros(1, *shape), out / "model.onnx")
+        written.append("model.onnx")
+    print(f"wrote {out}/: {', '.join(written)} ({job['model']}, {qt.n_generated:,} weights)")
     return 0
 
 
@@ -184,10 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="epochs for both runs (default: 10)")
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default: 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3; the papers: 1e-4)")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset files (full MNIST IDX, FashionMNIST IDX, CIFAR-10 batches)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/train-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="a `qtrain train` run to the plain model (safetensors) and ONNX")
+    p.add_argument("run", help="the run directory written by `qtrain train`")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: RUN/export)")
+    p.add_argument("--no-onnx", action="store_true", help="only the safetensors file")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="counts and memory estimate of a model/config")
     _add_qt_flags(p)
@@ -203,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetUnavailable as e:
         print(f"qtrain: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, MemoryError) as e:
+    except (ValueError, TypeError, MemoryError, FileExistsError, FileNotFoundError, CheckpointError) as e:
         print(f"qtrain: error: {e}", file=sys.stderr)
         return 2
 

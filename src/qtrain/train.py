@@ -10,15 +10,18 @@ ReduceLROnPlateau(factor 0.5, patience 5) on the epoch's mean training loss.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset
 from .model import QuantumTrain
 
@@ -84,6 +87,9 @@ def fit(
     data: Dataset,
     config: TrainConfig,
     *,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    settings: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
     desc: str = "train",
@@ -94,6 +100,12 @@ def fit(
         model: returns logits ``(B, n_classes)``.
         data: from :func:`qtrain.data.load_dataset`.
         config: the hyper-parameters.
+        checkpoint: a file to write after every epoch (atomically; model, optimizer,
+            scheduler, data order and RNG states, metrics so far).
+        resume: continue from ``checkpoint`` if it exists. The result equals an
+            uninterrupted run's exactly. ``config.epochs`` may be raised to extend a run.
+        settings: what identifies the run (default: ``config`` without ``epochs``); a
+            checkpoint written with other settings is refused.
         on_epoch: called with each epoch's metrics as soon as it ends.
         progress: show a progress bar per epoch (when tqdm is installed).
         desc: the progress bar's label.
@@ -110,9 +122,16 @@ def fit(
         opt, factor=config.plateau_factor, patience=config.plateau_patience
     )
     order_rng = torch.Generator().manual_seed(config.seed)
+    if settings is None:
+        settings = {k: v for k, v in config.to_dict().items() if k != "epochs"}
+    state = dict(model=model, optimizer=opt, scheduler=sched, generators={"data_order": order_rng})
     n = len(data.y_train)
-    history = []
-    for epoch in range(1, config.epochs + 1):
+    history: list[dict] = []
+    start = 1
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        done, history = load_checkpoint(checkpoint, settings=settings, **state)
+        start = done + 1
+    for epoch in range(start, config.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=order_rng)
@@ -141,6 +160,8 @@ def fit(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, epoch=epoch, history=history, settings=settings, **state)
         if on_epoch is not None:
             on_epoch(record)
     return history

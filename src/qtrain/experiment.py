@@ -1,0 +1,184 @@
+"""One training job in one directory: QT and (optionally) the classical twin, resumable.
+
+``run_job`` writes, into ``out``:
+
+- ``config.json``: everything that defines the job (checked again on ``resume``);
+- ``metrics.jsonl``: one JSON object per epoch and run (``"run": "qt"`` or
+  ``"classical"``), appended as each epoch ends and rebuilt from the checkpoints on
+  resume, so it never holds an epoch the checkpoint does not;
+- ``checkpoint-qt.safetensors`` / ``checkpoint-classical.safetensors``: after every epoch;
+- ``model.safetensors``: the QT-trained plain model (load it into the model class with
+  ``safetensors.torch.load_file``; no qtrain needed), ``qt/`` (``from_pretrained``),
+  ``classical.safetensors``;
+- ``results.json`` and ``curves.png`` when the job completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ._version import __version__
+from .checkpoint import CheckpointError, read_checkpoint_meta
+from .config import QTConfig
+from .data import load_dataset
+from .model import QuantumTrain
+from .models import build_model
+from .train import TrainConfig, fit
+
+__all__ = ["run_job", "plot_curves"]
+
+RUNS = ("qt", "classical")
+
+
+def _job_config(dataset: str, data_dir: str | None, model: str, qt: QTConfig, train: TrainConfig, classical: bool) -> dict:
+    qt_dict = qt.to_dict()
+    qt_dict.pop("qtrain_version")
+    return {"dataset": dataset, "data_dir": data_dir, "model": model, "qt": qt_dict, "train": train.to_dict(),
+            "classical": classical}
+
+
+def _identity(job: dict) -> dict:
+    """What must match to resume: all but the epoch count (a run may be extended)."""
+    ident = json.loads(json.dumps(job))
+    ident["train"].pop("epochs")
+    return ident
+
+
+def run_job(
+    out: str | os.PathLike,
+    *,
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    model: str = "paper-cnn",
+    qt: QTConfig | None = None,
+    train: TrainConfig | None = None,
+    classical: bool = True,
+    resume: bool = False,
+    progress: bool = True,
+    log=None,
+) -> dict:
+    """Train QT (and the classical model) into ``out``; returns the results dict.
+
+    Raises:
+        FileExistsError: ``out`` already holds a job and ``resume`` is False.
+        CheckpointError: on ``resume``, the job in ``out`` has other settings, or a
+            checkpoint is corrupt.
+    """
+    qt = qt or QTConfig()
+    train = train or TrainConfig()
+    out = Path(out)
+    job = _job_config(dataset, data_dir, model, qt, train, classical)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        if not resume:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        try:
+            saved = json.loads(cfg_path.read_text())["job"]
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{cfg_path} is damaged: {e}") from None
+        if _identity(saved) != _identity(job):
+            raise CheckpointError(
+                f"{out} holds a run with other settings; resume it with the same flags, or choose another --out.\n"
+                f"  saved: {json.dumps(_identity(saved), sort_keys=True)}\n  now:   {json.dumps(_identity(job), sort_keys=True)}"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(dataset, seed=train.seed, root=data_dir)
+    _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
+
+    # metrics.jsonl holds exactly what the checkpoints hold, then grows epoch by epoch
+    runs = [r for r in RUNS if r == "qt" or classical]
+    ckpt = {r: out / f"checkpoint-{r}.safetensors" for r in runs}
+    lines = []
+    for r in runs:
+        if resume and ckpt[r].exists():
+            lines += [{"run": r, **rec} for rec in read_checkpoint_meta(ckpt[r])["history"]]
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    def on_epoch(run: str):
+        def write(record: dict) -> None:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps({"run": run, **record}) + "\n")
+            if log is not None:
+                log(f"  [{run}] epoch {record['epoch']}/{train.epochs}: train {100 * record['train_acc']:.2f}% "
+                    f"test {100 * record['test_acc']:.2f}% gap {record['gap']:+.4f} ({record['seconds']:.1f} s)")
+        return write
+
+    histories, results = {}, {}
+    torch.manual_seed(train.seed)  # the template's initialisation (QT's own is seeded by qt.seed)
+    qt_model = QuantumTrain(build_model(model), qt)
+    t0 = time.perf_counter()
+    histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
+                          progress=progress, desc="QT")
+    plain = qt_model.merge_and_unload()
+    _save_plain(plain, out / "model.safetensors")
+    qt_model.save_pretrained(out / "qt")
+    results["qt"] = _summary(histories["qt"], qt_model.n_trainable, time.perf_counter() - t0)
+    results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
+    if classical:
+        torch.manual_seed(train.seed)
+        net = build_model(model)
+        t0 = time.perf_counter()
+        histories["classical"] = fit(net, data, train, checkpoint=ckpt["classical"], resume=resume,
+                                     on_epoch=on_epoch("classical"), progress=progress, desc="classical")
+        _save_plain(net, out / "classical.safetensors")
+        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        results["classical"] = _summary(histories["classical"], n, time.perf_counter() - t0)
+        results["classical_1_epoch"] = _summary(histories["classical"][:1], n, None)
+    _write_json(out / "results.json", results)
+    plot_curves(histories, out / "curves.png")
+    return results
+
+
+def _summary(history: list[dict], trainable: int, seconds: float | None) -> dict:
+    # seconds: this process's wall time; the per-epoch sum covers resumed runs too
+    return {**history[-1], "trainable": trainable, "train_seconds": sum(h["seconds"] for h in history),
+            "epochs": len(history)}
+
+
+def _save_plain(model: torch.nn.Module, path: Path) -> None:
+    # clone: safetensors refuses tensors that share memory (tied weights)
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_curves(histories: dict[str, list[dict]], path: Path) -> bool:
+    """Accuracy and loss per epoch for each run; False (and nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("qtrain: matplotlib is not installed; no plots (pip install 'qtrain[plot]')", file=sys.stderr)
+        return False
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, hist in histories.items():
+        ep = [h["epoch"] for h in hist]
+        line, = ax_acc.plot(ep, [100 * h["test_acc"] for h in hist], marker="o", label=f"{name} test")
+        ax_acc.plot(ep, [100 * h["train_acc"] for h in hist], ls="--", color=line.get_color(), alpha=0.6,
+                    label=f"{name} train")
+        ax_loss.plot(ep, [h["test_loss"] for h in hist], marker="o", color=line.get_color(), label=f"{name} test CE")
+        ax_loss.plot(ep, [h["train_loss"] for h in hist], ls="--", color=line.get_color(), alpha=0.6,
+                     label=f"{name} train CE")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
