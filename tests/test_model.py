@@ -221,7 +221,7 @@ def test_seed_controls_initialisation():
     assert not torch.equal(a["source.weights"], c["source.weights"])
 
 
-def test_weight_scale_init_starts_each_tensor_near_its_own_spread():
+def test_weight_scale_init_starts_each_tensor_near_its_own_spread_and_mean():
     torch.manual_seed(0)
     net = PaperCNN()
     stds = {n: float(p.detach().std()) for n, p in net.named_parameters()}
@@ -230,6 +230,10 @@ def test_weight_scale_init_starts_each_tensor_near_its_own_spread():
         weights = qt.generate_weights()
     ratio = torch.tensor([float(weights[n].std()) / stds[n] for n in stds])
     assert 0.05 < float(ratio.median()) < 20  # same order of magnitude, not 1e-3 off
+    bn = QuantumTrain(BatchNormNet(), QTConfig(depth=2))
+    with torch.no_grad():
+        gamma = bn.generate_weights()["bn.weight"]
+    assert abs(float(gamma.mean()) - 1) < 0.2  # BatchNorm scales start near 1, not near 0
 
 
 def test_print_trainable_parameters(capsys):
@@ -270,6 +274,53 @@ def test_bad_models_get_clear_errors():
     with pytest.raises(ValueError, match="already wrapped"):
         QuantumTrain(net, SMALL)
     QuantumTrain(qt.merge_and_unload(), SMALL)  # a merged copy wraps again
+    with pytest.raises(TypeError, match="wrap the plain model, not a DataParallel"):
+        QuantumTrain(nn.DataParallel(nn.Linear(2, 2)), SMALL)
+    with pytest.raises(ValueError, match="Invalid `device` 'gpu0'"):
+        QTConfig(device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            QuantumTrain(nn.Linear(2, 2), QTConfig(depth=1, device="cuda"))
+
+
+def test_the_wrapped_model_sees_generated_tensors_and_refuses_direct_calls():
+    class SelfAware(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            # common idioms: read the device off the parameters, an L2 term over them
+            device = next(self.parameters()).device
+            penalty = sum(p.pow(2).sum() for p in self.parameters())
+            return self.fc(x.to(device)) + 0 * penalty, penalty
+
+    net = SelfAware()
+    qt = QuantumTrain(net, SMALL)
+    out, penalty = qt(torch.randn(4, 3))
+    with qt.cached_weights() as weights:
+        expected = sum(w.pow(2).sum() for w in weights.values())
+    torch.testing.assert_close(penalty, expected)
+    penalty.backward()
+    assert qt.qnn.weights.grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="wrapped by a QuantumTrain"):
+        net(torch.randn(4, 3))
+    plain = qt.merge_and_unload()
+    plain(torch.randn(4, 3))  # the merged copy is free of the guard
+    assert all(p.requires_grad for p in plain.parameters())
+
+
+def test_the_config_is_copied_and_dtype_conversions_keep_the_generator_in_its_dtype():
+    cfg = QTConfig(depth=2)
+    qt = QuantumTrain(BatchNormNet(), cfg)
+    cfg.depth = 5
+    assert qt.config.depth == 2
+    qt.double()
+    assert qt.qnn.weights.dtype == torch.float32
+    assert qt.model.fc.weight.dtype == torch.float64
+    assert qt(torch.randn(4, 6, dtype=torch.float64)).dtype == torch.float64
+    assert qt.merge_and_unload().fc.weight.dtype == torch.float64
+    assert QTConfig(dtype=torch.float64).dtype == "float64"
 
 
 def test_too_few_qubits_names_the_figure():

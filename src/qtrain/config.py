@@ -8,6 +8,8 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 from ._version import __version__
+import torch
+
 from .circuits import get_ansatz
 from .mapping import ACTIVATIONS
 
@@ -38,15 +40,19 @@ class QTConfig:
             (4, 20, 4) for ``"paper"``.
         activation: mapping activation (``"gelu"``, ``"relu"``, ``"silu"``, ``"tanh"``,
             ``"none"``); ``None`` = ``"gelu"`` for ``"mlp"``. ``"paper"`` has none.
-        weight_scale: ``"init"`` multiplies each generated tensor by the standard
-            deviation of the model's own initial values for it (a fixed, non-trained gain,
-            so generated weights start at the scale the model was designed for);
+        weight_scale: ``"init"`` gives each generated tensor the mean and standard
+            deviation of the model's own initial values for it (a fixed, non-trained
+            offset and gain, so generated weights start where the model was designed to
+            start: BatchNorm scales near 1, conv kernels at their fan-in scale);
             ``"none"`` leaves the mapping output as is (the papers'); ``"auto"`` = ``"init"``
             for ``"mlp"``, ``"none"`` for ``"paper"``.
         learnable_transform: also train the transform's (gamma, beta, alpha).
         transform_gamma, transform_beta, transform_alpha: the transform's constants.
         seed: seeds the angle and mapping initialisation (the global RNG is not touched).
-        dtype: ``"float32"`` (default) or ``"float64"``, for the circuit and the mapping.
+        dtype: ``"float32"`` (default) or ``"float64"`` (a ``torch.dtype`` is accepted), for
+            the circuit and the mapping; generated values are then cast to each
+            parameter's dtype (a float64 layer fed by a float32 generator gets float32
+            precision).
         device: where the generator and the model live; ``None`` = the model's device.
         check_memory: refuse configurations whose estimated memory will not fit.
     """
@@ -104,10 +110,15 @@ class QTConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"`{name}` must be a positive number, got {v!r}")
             setattr(self, name, float(v))
+        if isinstance(self.dtype, torch.dtype):
+            self.dtype = str(self.dtype).removeprefix("torch.")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"Invalid `dtype` {self.dtype!r}. Must be one of ['float32', 'float64'].")
-        if self.device is not None and not isinstance(self.device, str):
-            self.device = str(self.device)
+        if self.device is not None:
+            try:
+                self.device = str(torch.device(self.device))
+            except (RuntimeError, TypeError):
+                raise ValueError(f"Invalid `device` {self.device!r}: expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
 
     # Resolved values: what "auto"/None mean for this mapping kind.
     @property

@@ -23,10 +23,10 @@ class WeightGenerator(nn.Module):
     .. math::
 
         p = \\text{source}(),\\quad x = T(p)_{:M},\\quad
-        w_i = g_{s(i)} \\, G([b_i, x_i])
+        w_i = o_{s(i)} + g_{s(i)} \\, G([b_i, x_i])
 
-    where ``b_i`` are the +-1 bits of ``i`` and ``g_s`` an optional fixed gain per
-    generated tensor ``s``.
+    where ``b_i`` are the +-1 bits of ``i`` and ``g_s``, ``o_s`` an optional fixed gain
+    and offset per generated tensor ``s``.
 
     Args:
         source: a module whose call returns the ``(2^N,)`` probabilities.
@@ -34,8 +34,8 @@ class WeightGenerator(nn.Module):
         mapping: :class:`~qtrain.mapping.MappingModel` over ``N + 1`` inputs.
         n_qubits: N.
         sizes: numel of each generated tensor, in order (they sum to M).
-        gains: one fixed multiplier per tensor (a saved buffer, assignable later), or
-            ``None`` for none.
+        gains, offsets: one fixed multiplier / offset per tensor (saved buffers,
+            assignable later), or ``None`` for none.
     """
 
     def __init__(
@@ -47,6 +47,7 @@ class WeightGenerator(nn.Module):
         n_qubits: int,
         sizes: Sequence[int],
         gains: Tensor | None = None,
+        offsets: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -59,6 +60,7 @@ class WeightGenerator(nn.Module):
         self.register_buffer("bits", bit_features(n_qubits, self.n_generated, dtype=dtype), persistent=False)
         self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long), persistent=False)
         self.register_buffer("gains", None if gains is None else gains.to(dtype))
+        self.register_buffer("offsets", None if offsets is None else offsets.to(dtype))
 
     def forward(self) -> Tensor:
         probs = self.source()  # (2^N,)
@@ -67,4 +69,6 @@ class WeightGenerator(nn.Module):
         w = self.mapping(rows)  # (M,)
         if self.gains is not None:
             w = w * torch.repeat_interleave(self.gains, self.sizes, output_size=self.n_generated)
+        if self.offsets is not None:
+            w = w + torch.repeat_interleave(self.offsets, self.sizes, output_size=self.n_generated)
         return w

@@ -7,10 +7,12 @@ The wrapped model's own ``forward`` runs unchanged, through
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +34,18 @@ from .resources import check_fits, format_bytes
 
 __all__ = ["QuantumTrain", "CONFIG_NAME", "WEIGHTS_NAME", "qubits_for", "estimate_memory"]
 
-_WRAPPED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # models whose parameters became buffers
+_WRAPPED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # models held by a QuantumTrain
+_ACTIVE = threading.local()  # depth of QuantumTrain forwards running in this thread
+
+
+def _guard_direct_call(module: nn.Module, args) -> None:
+    """Forward pre-hook on a wrapped model: its own parameters are frozen placeholders
+    (the initial values), so calling it directly would silently use them."""
+    if not getattr(_ACTIVE, "depth", 0):
+        raise RuntimeError(
+            f"this {type(module).__name__} is wrapped by a QuantumTrain: its own parameters are frozen placeholders "
+            "holding the initial values. Call the wrapper (qt(x)), or take qt.merge_and_unload() for a plain model."
+        )
 
 CONFIG_NAME = "qt_config.json"
 WEIGHTS_NAME = "qt_weights.safetensors"
@@ -88,18 +101,28 @@ class QuantumTrain(nn.Module):
     >>> type(plain).__name__, sum(p.numel() for p in plain.parameters())
     ('Sequential', 2410)
 
-    ``model`` is modified in place: its generated parameters become (non-persistent)
-    buffers holding their initial values, so that ``qt.parameters()`` yields only what
-    QT trains. Frozen parameters (``requires_grad=False``) and buffers (BatchNorm
-    statistics) stay the model's own and keep updating as usual.
+    ``model`` is modified in place: its generated parameters are frozen
+    (``requires_grad=False``) and serve only as placeholders for their shape, dtype and
+    device; each forward swaps the generated tensors in, so inside ``forward``
+    ``self.parameters()`` and ``self.fc.weight`` are the generated ones. Calling the
+    wrapped model directly raises (it would use the placeholders). Parameters frozen
+    before wrapping and buffers (BatchNorm statistics) stay the model's own and keep
+    updating as usual. ``qt.parameters()`` therefore yields the generator's trainable
+    parameters and the model's frozen ones; only the former require grad.
+
+    Generated values are cast to each parameter's current dtype (so ``qt.double()``
+    works); the generator itself stays in ``config.dtype`` whatever ``.to()`` is asked,
+    and moves only between devices.
 
     Args:
         model: any ``nn.Module`` with at least one trainable real floating parameter.
         config: a :class:`QTConfig`; the default is ``QTConfig()``.
 
     Raises:
-        TypeError: ``model`` is not a module, or has complex / integer parameters.
-        ValueError: no trainable floating parameter; ``config.n_qubits`` too small.
+        TypeError: ``model`` is not a module (or is a DataParallel wrapper), or has
+            complex / integer parameters.
+        ValueError: no trainable floating parameter; ``config.n_qubits`` too small; the
+            model is already wrapped; ``config.device`` is not available.
         MemoryError: the estimated memory of the configuration will not fit.
     """
 
@@ -108,10 +131,16 @@ class QuantumTrain(nn.Module):
         config = QTConfig() if config is None else config
         if not isinstance(config, QTConfig):
             raise TypeError(f"`config` must be a qtrain.QTConfig, got {type(config).__name__}")
+        config = dataclasses.replace(config)  # our own copy: later edits by the caller change nothing
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            raise TypeError(
+                f"wrap the plain model, not a {type(model).__name__}: QuantumTrain(model, ...), then parallelise the "
+                "QuantumTrain itself"
+            )
         if isinstance(model, nn.Module) and model in _WRAPPED:
             raise ValueError(
-                f"this {type(model).__name__} is already wrapped by a QuantumTrain (its generated parameters "
-                "became buffers); wrap a fresh instance, or qt.merge_and_unload() to get a plain copy"
+                f"this {type(model).__name__} is already wrapped by a QuantumTrain (its generated parameters are "
+                "frozen placeholders); wrap a fresh instance, or qt.merge_and_unload() to get a plain copy"
             )
         layout = WeightLayout.from_module(model)
         m = layout.n_generated
@@ -121,10 +150,9 @@ class QuantumTrain(nn.Module):
             raise ValueError(
                 f"`n_qubits`={n} gives {2**n:,} amplitudes but the target has {m:,} weights; need >= {need}"
             )
-        if config.device is not None:
-            device = torch.device(config.device)
-        else:
-            device = next(iter(model.parameters())).device
+        device = torch.device(config.device) if config.device is not None else next(iter(model.parameters())).device
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"`device`={config.device!r} but CUDA is not available in this torch build/machine")
         if config.check_memory:
             check_fits(
                 estimate_memory(config, m, n),
@@ -153,23 +181,36 @@ class QuantumTrain(nn.Module):
             dtype=dtype,
             generator=rng,
         )
-        self.generator = WeightGenerator(qnn, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots])
+        generator = WeightGenerator(qnn, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots])
+        self.generator = generator.to(device)
         if config.resolved_weight_scale == "init":
-            # A dry run: divide by the mapping's initial output RMS so that each tensor
-            # starts at the spread of the model's own initialisation.
+            # A dry run: scale by the mapping's initial output RMS so that each tensor
+            # starts with the mean and spread of the model's own initialisation.
             with torch.no_grad():
                 rms = self.generator().pow(2).mean().sqrt().clamp_min(1e-12)
-            self.generator.gains = (_init_stds(model, layout) / rms).to(dtype)
-        self._param_order = {
-            path: list(mod._parameters) for path, mod in model.named_modules(remove_duplicate=False)
-        }
-        _parameters_to_buffers(model, layout)
+            means, stds = _init_stats(model, layout)
+            self.generator.gains = (stds / rms).to(device, dtype)
+            self.generator.offsets = means.to(device, dtype)
+        params = dict(model.named_parameters())
+        self._placeholders = [params[s.name] for s in layout.slots]  # read for their current dtype
+        for p in self._placeholders:
+            p.requires_grad_(False)
+        self._guard = model.register_forward_pre_hook(_guard_direct_call)
         _WRAPPED.add(model)
-        self.model = model
+        self.model = model.to(device)
         self.config = config
         self.layout = layout
         self._cache: dict[str, Tensor] | None = None
-        self.to(device)
+
+    def _apply(self, fn, recurse=True):
+        # The model follows .to()/.double()/.cuda() as usual; the generator only changes
+        # device (a half-precision circuit would be useless), found by probing ``fn``.
+        self.model._apply(fn, recurse)
+        current = next(self.generator.parameters())
+        target = fn(torch.empty(0, dtype=current.dtype, device=current.device)).device
+        if target != current.device:
+            self.generator.to(target)
+        return self
 
     # --- what is generated -------------------------------------------------------
     @property
@@ -222,8 +263,8 @@ class QuantumTrain(nn.Module):
         parameters under each of their names, as the same tensor). Differentiable."""
         w = self.generator()  # (M,)
         out: dict[str, Tensor] = {}
-        for slot in self.layout.slots:
-            t = w[slot.offset : slot.offset + slot.numel].view(slot.shape).to(slot.dtype)
+        for slot, placeholder in zip(self.layout.slots, self._placeholders):
+            t = w[slot.offset : slot.offset + slot.numel].view(slot.shape).to(placeholder.dtype)
             for alias in slot.aliases:
                 out[alias] = t
         return out
@@ -252,7 +293,11 @@ class QuantumTrain(nn.Module):
         """The wrapped model's own forward, with freshly generated weights (one circuit
         evaluation per call, shared by the whole batch) or the cached ones."""
         weights = self._cache if self._cache is not None else self.generate_weights()
-        return functional_call(self.model, weights, args, kwargs, tie_weights=True, strict=False)
+        _ACTIVE.depth = getattr(_ACTIVE, "depth", 0) + 1
+        try:
+            return functional_call(self.model, weights, args, kwargs, tie_weights=True, strict=False)
+        finally:
+            _ACTIVE.depth -= 1
 
     # --- leaving QT ----------------------------------------------------------------
     def merge_and_unload(self) -> nn.Module:
@@ -265,16 +310,12 @@ class QuantumTrain(nn.Module):
         with torch.no_grad():
             weights = self.generate_weights()
         plain = copy.deepcopy(self.model)
+        plain._forward_pre_hooks.pop(self._guard.id, None)
         for slot in self.layout.slots:
             param = nn.Parameter(weights[slot.name].detach().clone())
             for alias in slot.aliases:
                 owner, attr = _owner(plain, alias)
-                del owner._buffers[attr]
-                owner.register_parameter(attr, param)
-        for path, mod in plain.named_modules(remove_duplicate=False):
-            order = self._param_order.get(path)
-            if order is not None and list(mod._parameters) != order:
-                mod._parameters = {k: mod._parameters[k] for k in order}
+                owner._parameters[attr] = param  # same key, same place: registration order kept
         return plain
 
     def generated_state_dict(self) -> dict[str, Tensor]:
@@ -303,7 +344,8 @@ class QuantumTrain(nn.Module):
             },
         }
         tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
-        tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items()})
+        generated = {a for slot in self.layout.slots for a in slot.aliases}
+        tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items() if k not in generated})
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
         _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
         _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
@@ -349,6 +391,7 @@ class QuantumTrain(nn.Module):
             raise ValueError(
                 f"{type(model).__name__} does not match the checkpoint's target "
                 f"{meta['target'].get('class', '?')}:\n" + "\n".join(problems)
+                + "\n(generated = trainable parameters: freeze the same layers as when saving)"
             )
         config.device = device
         qt = cls(model, config)
@@ -361,9 +404,16 @@ class QuantumTrain(nn.Module):
         mod = {k[len("model.") :]: v.to(target_device) for k, v in state.items() if k.startswith("model.")}
         try:
             qt.generator.load_state_dict(gen, strict=True)
-            qt.model.load_state_dict(mod, strict=True)
+            result = qt.model.load_state_dict(mod, strict=False)
         except RuntimeError as e:
             raise ValueError(f"{directory / WEIGHTS_NAME} does not fit this model/config:\n{e}") from None
+        generated = {a for slot in qt.layout.slots for a in slot.aliases}
+        missing = [k for k in result.missing_keys if k not in generated]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME} does not fit this model: missing {missing}, unexpected "
+                f"{result.unexpected_keys} (frozen parameters and buffers are saved; freeze the same layers as when saving)"
+            )
         return qt
 
     def extra_repr(self) -> str:
@@ -373,27 +423,20 @@ class QuantumTrain(nn.Module):
         )
 
 
-def _init_stds(model: nn.Module, layout: WeightLayout) -> Tensor:
-    """Std of each generated tensor's initial values; tensors initialised to a constant
-    (BatchNorm weights, zero biases) get the median of the others."""
+def _init_stats(model: nn.Module, layout: WeightLayout) -> tuple[Tensor, Tensor]:
+    """Mean and std of each generated tensor's initial values. A tensor initialised to a
+    constant (BatchNorm weights, zero biases) keeps its mean and gets the median std of
+    the others, so it can still move."""
     params = dict(model.named_parameters())
-    stds = []
+    means, stds = [], []
     for slot in layout.slots:
-        p = params[slot.name].detach().float()
+        p = params[slot.name].detach().double()
+        means.append(float(p.mean()))
         stds.append(float(p.std()) if p.numel() > 1 else 0.0)
     valid = sorted(s for s in stds if s > 0 and math.isfinite(s))
     fallback = valid[len(valid) // 2] if valid else 1.0
-    return torch.tensor([s if s > 0 and math.isfinite(s) else fallback for s in stds])
-
-
-def _parameters_to_buffers(model: nn.Module, layout: WeightLayout) -> None:
-    for slot in layout.slots:
-        owner, attr = _owner(model, slot.name)
-        value = getattr(owner, attr).detach()  # one tensor for every alias keeps the tie
-        for alias in slot.aliases:
-            owner, attr = _owner(model, alias)
-            del owner._parameters[attr]
-            owner.register_buffer(attr, value, persistent=False)
+    stds = [s if s > 0 and math.isfinite(s) else fallback for s in stds]
+    return torch.tensor(means), torch.tensor(stds)
 
 
 def _atomic_write(path: Path, write) -> None:
