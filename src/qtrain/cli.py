@@ -4,6 +4,7 @@
     qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30 --out runs/iris
     qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30 --out runs/iris --resume
     qtrain export runs/iris              # runs/iris/export/model.safetensors and model.onnx
+    qtrain reproduce mnist-depth --seeds 0 1 2   # the papers' depth study; rerun to continue
     qtrain info --model paper-cnn --depth 16 --mapping paper
 """
 
@@ -26,6 +27,7 @@ from .experiment import _save_plain, run_job
 from .export import export_onnx
 from .model import QuantumTrain, estimate_memory
 from .models import MODELS, build_model
+from .reproduce import EXPERIMENTS, run_experiment
 from .resources import format_bytes
 from .train import TrainConfig
 
@@ -63,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _err(f"qtrain {__version__}: {args.model} on {args.dataset}, {'resuming' if args.resume else 'writing'} {out}/")
     try:
         results = run_job(out, dataset=args.dataset, data_dir=args.data_dir, model=args.model, qt=qt_cfg,
-                          train=train_cfg, classical=not args.no_classical, resume=args.resume,
+                          train=train_cfg, runs=("qt",) if args.no_classical else ("qt", "classical"),
+                          resume=args.resume,
                           progress=not args.no_progress, log=_err)
     except KeyboardInterrupt:
         _err(f"\ninterrupted; continue with the same command plus --resume --out {out}")
@@ -79,6 +82,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(_table(rows))
     print(f"\nwrote {out}/: model.safetensors (the QT-trained plain model), qt/ (QT checkpoint), metrics.jsonl, "
           f"results.json, config.json, curves.png, checkpoints")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    try:
+        summary = run_experiment(args.experiment, seeds=args.seeds, out=args.out, quick=args.quick,
+                                 data_dir=args.data_dir, progress=not args.no_progress, log=_err)
+    except KeyboardInterrupt:
+        _err("\ninterrupted; run the same command again to continue from the checkpoints")
+        return 130
+    print(f"\n{summary['table']}\n\nwrote {summary['dir']}/: results.md, results.csv, results.json, summary.png, "
+          "loss_curves.png and one directory per run")
     return 0
 
 
@@ -143,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reproduce", help="the papers' experiments as presets (resumable; tables and plots)",
+                       description="Run a preset seed by seed. Rerunning the same command continues unfinished runs "
+                       "from their checkpoints and skips finished ones. " + " ".join(
+                           f"{e.name}: {e.model} on {e.dataset}, L in {list(e.depths)}." for e in EXPERIMENTS.values()))
+    p.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which preset")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 1 epoch, 2 depths, a data subset")
+    p.add_argument("--out", default="runs/reproduce", metavar="DIR", help="parent directory (default: runs/reproduce)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset files (CIFAR-10 batches, full MNIST IDX)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("export", help="a `qtrain train` run to the plain model (safetensors) and ONNX")
     p.add_argument("run", help="the run directory written by `qtrain train`")

@@ -44,6 +44,14 @@ class Dataset:
     n_classes: int
     source: str
 
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+        """The first ``n_train`` / ``n_test`` examples of each split (``None``: all)."""
+        if n_train is None and n_test is None:
+            return self
+        return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
+                       self.y_test[:n_test], self.n_classes,
+                       f"{self.source}; first {n_train or len(self.y_train)} train / {n_test or len(self.y_test)} test")
+
     def describe(self) -> dict:
         return {
             "dataset": self.name,

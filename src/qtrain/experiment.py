@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,11 +36,12 @@ __all__ = ["run_job", "plot_curves"]
 RUNS = ("qt", "classical")
 
 
-def _job_config(dataset: str, data_dir: str | None, model: str, qt: QTConfig, train: TrainConfig, classical: bool) -> dict:
+def _job_config(dataset: str, data_dir: str | None, model: str, qt: QTConfig, train: TrainConfig,
+                runs: tuple[str, ...], limit: tuple[int | None, int | None]) -> dict:
     qt_dict = qt.to_dict()
     qt_dict.pop("qtrain_version")
     return {"dataset": dataset, "data_dir": data_dir, "model": model, "qt": qt_dict, "train": train.to_dict(),
-            "classical": classical}
+            "runs": list(runs), "limit_train": limit[0], "limit_test": limit[1]}
 
 
 def _identity(job: dict) -> dict:
@@ -59,12 +59,18 @@ def run_job(
     model: str = "paper-cnn",
     qt: QTConfig | None = None,
     train: TrainConfig | None = None,
-    classical: bool = True,
+    runs: tuple[str, ...] = RUNS,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
     resume: bool = False,
     progress: bool = True,
     log=None,
 ) -> dict:
-    """Train QT (and the classical model) into ``out``; returns the results dict.
+    """Train QT and/or the classical model into ``out``; returns the results dict.
+
+    Args:
+        runs: ``("qt", "classical")`` (default), or one of them.
+        limit_train, limit_test: keep only the first examples of each split (smoke runs).
 
     Raises:
         FileExistsError: ``out`` already holds a job and ``resume`` is False.
@@ -74,7 +80,9 @@ def run_job(
     qt = qt or QTConfig()
     train = train or TrainConfig()
     out = Path(out)
-    job = _job_config(dataset, data_dir, model, qt, train, classical)
+    if not runs or any(r not in RUNS for r in runs):
+        raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
+    job = _job_config(dataset, data_dir, model, qt, train, tuple(runs), (limit_train, limit_test))
     cfg_path = out / "config.json"
     if cfg_path.exists():
         if not resume:
@@ -89,11 +97,10 @@ def run_job(
                 f"  saved: {json.dumps(_identity(saved), sort_keys=True)}\n  now:   {json.dumps(_identity(job), sort_keys=True)}"
             )
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(dataset, seed=train.seed, root=data_dir)
+    data = load_dataset(dataset, seed=train.seed, root=data_dir).subset(limit_train, limit_test)
     _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
 
     # metrics.jsonl holds exactly what the checkpoints hold, then grows epoch by epoch
-    runs = [r for r in RUNS if r == "qt" or classical]
     ckpt = {r: out / f"checkpoint-{r}.safetensors" for r in runs}
     lines = []
     for r in runs:
@@ -112,33 +119,31 @@ def run_job(
         return write
 
     histories, results = {}, {}
-    torch.manual_seed(train.seed)  # the template's initialisation (QT's own is seeded by qt.seed)
-    qt_model = QuantumTrain(build_model(model), qt)
-    t0 = time.perf_counter()
-    histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
-                          progress=progress, desc="QT")
-    plain = qt_model.merge_and_unload()
-    _save_plain(plain, out / "model.safetensors")
-    qt_model.save_pretrained(out / "qt")
-    results["qt"] = _summary(histories["qt"], qt_model.n_trainable, time.perf_counter() - t0)
-    results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
-    if classical:
+    if "qt" in runs:
+        torch.manual_seed(train.seed)  # the template's initialisation (QT's own is seeded by qt.seed)
+        qt_model = QuantumTrain(build_model(model), qt)
+        histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
+                              progress=progress, desc="QT")
+        _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
+        qt_model.save_pretrained(out / "qt")
+        results["qt"] = _summary(histories["qt"], qt_model.n_trainable)
+        results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
+    if "classical" in runs:
         torch.manual_seed(train.seed)
         net = build_model(model)
-        t0 = time.perf_counter()
         histories["classical"] = fit(net, data, train, checkpoint=ckpt["classical"], resume=resume,
                                      on_epoch=on_epoch("classical"), progress=progress, desc="classical")
         _save_plain(net, out / "classical.safetensors")
         n = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        results["classical"] = _summary(histories["classical"], n, time.perf_counter() - t0)
-        results["classical_1_epoch"] = _summary(histories["classical"][:1], n, None)
+        results["classical"] = _summary(histories["classical"], n)
+        results["classical_1_epoch"] = _summary(histories["classical"][:1], n)
     _write_json(out / "results.json", results)
     plot_curves(histories, out / "curves.png")
     return results
 
 
-def _summary(history: list[dict], trainable: int, seconds: float | None) -> dict:
-    # seconds: this process's wall time; the per-epoch sum covers resumed runs too
+def _summary(history: list[dict], trainable: int) -> dict:
+    # train_seconds sums the epochs' own times, so it covers resumed runs too
     return {**history[-1], "trainable": trainable, "train_seconds": sum(h["seconds"] for h in history),
             "epochs": len(history)}
 

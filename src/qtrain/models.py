@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "PaperCNN", "IrisMLP", "build_model"]
+__all__ = ["MODELS", "PaperCNN", "PaperCIFARCNN", "IrisMLP", "DigitsCNN", "build_model"]
 
 
 class PaperCNN(nn.Module):
@@ -37,6 +37,30 @@ class PaperCNN(nn.Module):
         x = F.max_pool2d(self._act(self.conv1(x)), 2)  # (B, 8, 12, 12)
         x = F.max_pool2d(self._act(self.conv2(x)), 2)  # (B, 12, 4, 4)
         return self.fc2(self._act(self.fc1(x.flatten(1))))
+
+
+class PaperCIFARCNN(nn.Module):
+    """The papers' CIFAR-10 CNN, M = 285,226 weights: Conv(3->16, k5, pad 2) -> MaxPool2 ->
+    Conv(16->32, k5, pad 2) -> MaxPool2 -> Linear(2048->128) -> Linear(128->64) -> Linear(64->10).
+    ``activation="relu"`` adds ReLUs after every layer but the last."""
+
+    def __init__(self, activation: str | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 5, padding=2)
+        self.conv2 = nn.Conv2d(16, 32, 5, padding=2)
+        self.fc1 = nn.Linear(2048, 128)
+        self.fc2 = nn.Linear(128, 64)
+        self.fc3 = nn.Linear(64, 10)
+        self.activation = activation
+
+    def _act(self, x: Tensor) -> Tensor:
+        return F.relu(x) if self.activation == "relu" else x
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, 32, 32)
+        x = F.max_pool2d(self._act(self.conv1(x)), 2)  # (B, 16, 16, 16)
+        x = F.max_pool2d(self._act(self.conv2(x)), 2)  # (B, 32, 8, 8)
+        x = self._act(self.fc1(x.flatten(1)))
+        return self.fc3(self._act(self.fc2(x)))
 
 
 class IrisMLP(nn.Module):
@@ -66,6 +90,8 @@ class DigitsCNN(nn.Module):
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "paper-cnn": lambda: PaperCNN(),
     "paper-cnn-relu": lambda: PaperCNN(activation="relu"),
+    "paper-cifar-cnn": lambda: PaperCIFARCNN(),
+    "paper-cifar-cnn-relu": lambda: PaperCIFARCNN(activation="relu"),
     "iris-mlp": lambda: IrisMLP(),
     "digits-cnn": lambda: DigitsCNN(),
 }

@@ -1,0 +1,32 @@
+"""qtrain reproduce: presets run seed by seed, rerun continues, tables hold what ran."""
+
+import csv
+import json
+
+from qtrain import cli
+from qtrain.reproduce import EXPERIMENTS
+
+
+def test_presets_match_the_published_tables():
+    assert EXPERIMENTS["fashion-depth"].published[16] == 79.46
+    assert EXPERIMENTS["mnist-depth"].depths == (1, 4, 7, 10, 13, 16)
+    assert EXPERIMENTS["cifar10"].qt["mapping_hidden"] == (40, 200, 40)
+    assert EXPERIMENTS["mnist-depth"].train == {"epochs": 50, "batch_size": 128, "lr": 1e-4}
+
+
+def test_quick_iris_study_writes_tables_and_a_rerun_skips_finished_jobs(tmp_path, capsys):
+    args = ["reproduce", "iris", "--quick", "--seeds", "0", "1", "--out", str(tmp_path), "--no-progress"]
+    assert cli.main(args) == 0
+    out = tmp_path / "iris-quick"
+    table = (out / "results.md").read_text()
+    assert "| QT L=1 |" in table and "| QT L=2 |" in table and "classical (1 epoch, papers')" in table
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["method"] for r in rows][:2] == ["QT L=1", "QT L=2"] and rows[0]["seeds"] == "2"
+    per_run = [json.loads((out / f"qt-L1-seed{s}" / "results.json").read_text())["qt"]["test_acc"] for s in (0, 1)]
+    assert abs(float(rows[0]["test_acc_mean"]) - sum(per_run) / 2) < 1e-12
+    assert (out / "summary.png").is_file() and (out / "loss_curves.png").is_file()
+    capsys.readouterr()
+    stamp = (out / "qt-L1-seed0" / "results.json").stat().st_mtime_ns
+    assert cli.main(args) == 0
+    assert "->" not in capsys.readouterr().err  # nothing re-ran
+    assert (out / "qt-L1-seed0" / "results.json").stat().st_mtime_ns == stamp
