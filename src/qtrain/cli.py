@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .circuits import ANSATZE
-from .config import MAPPINGS, QTConfig
+from .config import GENERATORS, MAPPINGS, QTConfig
 from .checkpoint import CheckpointError
 from .data import DATASETS, DatasetUnavailable
 from .experiment import _save_plain, run_job
@@ -33,7 +33,8 @@ from .train import TrainConfig
 
 
 def _qt_config(args: argparse.Namespace) -> QTConfig:
-    return QTConfig(depth=args.depth, ansatz=args.ansatz, mapping=args.mapping, seed=args.seed, device=args.device)
+    return QTConfig(depth=args.depth, ansatz=args.ansatz, mapping=args.mapping, seed=args.seed, device=args.device,
+                    generator=args.generator)
 
 
 def _add_qt_flags(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,8 @@ def _add_qt_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ansatz", default="u3-cu3-ring", choices=sorted(ANSATZE), help="circuit family")
     p.add_argument("--depth", type=int, default=16, help="ansatz blocks L (default: 16)")
     p.add_argument("--mapping", default="mlp", choices=MAPPINGS, help="'mlp' (default) or 'paper' (reference preset)")
+    p.add_argument("--generator", default="qnn", choices=GENERATORS,
+                   help="'qnn' (default) or a classical baseline at the same trainable budget")
     p.add_argument("--seed", type=int, default=0, help="seeds model init, QT init and data order (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 

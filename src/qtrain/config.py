@@ -16,6 +16,7 @@ from .mapping import ACTIVATIONS
 __all__ = ["QTConfig"]
 
 MAPPINGS = ("mlp", "paper")
+GENERATORS = ("qnn", "fixed-random", "uniform", "no-entanglement", "tensor-train", "low-rank", "subspace")
 # Defaults per mapping kind: the paper preset is the reference's (4, 20, 4), no activation.
 PAPER_HIDDEN = (4, 20, 4)
 MLP_HIDDEN = (32, 32)
@@ -55,6 +56,15 @@ class QTConfig:
             precision).
         device: where the generator and the model live; ``None`` = the model's device.
         check_memory: refuse configurations whose estimated memory will not fit.
+        generator: what produces the probabilities: ``"qnn"`` (the circuit, default) or a
+            classical control at the same trainable budget (see :mod:`qtrain.baselines`):
+            ``"fixed-random"`` and ``"uniform"`` (a constant vector: only the mapping
+            trains), ``"no-entanglement"`` (the same ansatz and angle layout without
+            entangling gates), ``"tensor-train"`` and ``"low-rank"`` (parametric Born
+            machines sized to the QNN's angle count, or the nearest achievable), and
+            ``"subspace"`` (``w = w0 + P z``, no mapping; ``z`` has the whole QT budget:
+            QNN angles + mapping). The budget is the QNN this config's ``depth``,
+            ``ansatz`` and width would have.
     """
 
     depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
@@ -72,6 +82,7 @@ class QTConfig:
     dtype: str = field(default="float32", metadata={"help": "'float32' or 'float64'."})
     device: str | None = field(default=None, metadata={"help": "Device; None = the model's."})
     check_memory: bool = field(default=True, metadata={"help": "Refuse configurations that will not fit."})
+    generator: str = field(default="qnn", metadata={"help": "'qnn' or a matched-budget classical baseline."})
 
     def __post_init__(self) -> None:
         def need_int(name: str, minimum: int, optional: bool = False) -> None:
@@ -89,6 +100,8 @@ class QTConfig:
         if not isinstance(self.ansatz, str):
             raise TypeError(f"`ansatz` must be a registered name (str), got {type(self.ansatz).__name__}")
         get_ansatz(self.ansatz)  # raises with the valid names
+        if self.generator not in GENERATORS:
+            raise ValueError(f"Invalid `generator` {self.generator!r}. Must be one of {list(GENERATORS)}.")
         if self.mapping not in MAPPINGS:
             raise ValueError(f"Invalid `mapping` {self.mapping!r}. Must be one of {list(MAPPINGS)}.")
         if self.mapping_hidden is not None:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from . import baselines
 from ._version import __version__
 from .circuits import QNN, get_ansatz
 from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
@@ -160,32 +161,11 @@ class QuantumTrain(nn.Module):
                 f"generating {m:,} weights from a {n}-qubit, depth-{config.depth} {config.ansatz!r} circuit",
                 "Use a smaller target, a shallower circuit or a narrower mapping.",
             )
-        dtype = resolve_dtype(config.dtype)
-        rng = torch.Generator().manual_seed(config.seed)
-        qnn = QNN(n, config.depth, config.ansatz, dtype=dtype, generator=rng, check_memory=False)
-        transform = ProbabilityTransform(
-            n,
-            m,
-            gamma=config.transform_gamma,
-            beta=config.transform_beta,
-            alpha=config.transform_alpha,
-            learnable=config.learnable_transform,
-            dtype=dtype,
-        )
-        mapping = MappingModel(
-            n + 1,
-            config.resolved_hidden,
-            activation=config.resolved_activation,
-            center=True,
-            output_bias=config.mapping == "paper",
-            dtype=dtype,
-            generator=rng,
-        )
-        generator = WeightGenerator(qnn, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots])
-        self.generator = generator.to(device)
-        if config.resolved_weight_scale == "init":
+        self.generator = _build_generator(model, layout, config, n).to(device)
+        if config.resolved_weight_scale == "init" and isinstance(self.generator, WeightGenerator):
             # A dry run: scale by the mapping's initial output RMS so that each tensor
             # starts with the mean and spread of the model's own initialisation.
+            dtype = resolve_dtype(config.dtype)
             with torch.no_grad():
                 rms = self.generator().pow(2).mean().sqrt().clamp_min(1e-12)
             means, stds = _init_stats(model, layout)
@@ -214,14 +194,16 @@ class QuantumTrain(nn.Module):
 
     # --- what is generated -------------------------------------------------------
     @property
-    def qnn(self) -> QNN:
-        """The circuit module; its parameter ``weights`` holds the angles."""
-        return self.generator.source
+    def qnn(self) -> QNN | None:
+        """The circuit module (its parameter ``weights`` holds the angles); ``None`` when a
+        classical baseline replaces it."""
+        source = getattr(self.generator, "source", None)
+        return source if isinstance(source, QNN) else None
 
     @property
     def n_qubits(self) -> int:
-        """N, the circuit width."""
-        return self.generator.n_qubits
+        """N, the circuit width (for a baseline: the width its QNN would have)."""
+        return qubits_for(self.n_generated) if self.config.n_qubits is None else self.config.n_qubits
 
     @property
     def n_generated(self) -> int:
@@ -234,15 +216,19 @@ class QuantumTrain(nn.Module):
         return sum(p.numel() for p in self.generator.parameters() if p.requires_grad)
 
     def trainable_parameter_counts(self) -> dict[str, int]:
-        """``{"qnn", "mapping", "transform", "trainable", "generated", "n_qubits"}`` counts."""
+        """``{"qnn", "mapping", "transform", "trainable", "generated", "n_qubits"}`` counts;
+        ``"qnn"`` counts the probability source (the QNN, or the baseline in its place;
+        for ``"subspace"``, ``z``)."""
 
-        def count(module: nn.Module) -> int:
-            return sum(p.numel() for p in module.parameters() if p.requires_grad)
+        def count(module: nn.Module | None) -> int:
+            return 0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
 
+        g = self.generator
+        source = getattr(g, "source", None)
         return {
-            "qnn": count(self.generator.source),
-            "mapping": count(self.generator.mapping),
-            "transform": count(self.generator.transform),
+            "qnn": count(source) if source is not None else self.n_trainable,
+            "mapping": count(getattr(g, "mapping", None)),
+            "transform": count(getattr(g, "transform", None)),
             "trainable": self.n_trainable,
             "generated": self.n_generated,
             "n_qubits": self.n_qubits,
@@ -252,8 +238,9 @@ class QuantumTrain(nn.Module):
         """Print the counts: QNN angles | mapping | trainable | generated M | qubits N | ratio."""
         c = self.trainable_parameter_counts()
         extra = f" | transform: {c['transform']:,}" if c["transform"] else ""
+        source = "QNN angles" if self.config.generator == "qnn" else f"{self.config.generator} (baseline)"
         print(
-            f"QNN angles: {c['qnn']:,} | mapping: {c['mapping']:,}{extra} | trainable: {c['trainable']:,} | "
+            f"{source}: {c['qnn']:,} | mapping: {c['mapping']:,}{extra} | trainable: {c['trainable']:,} | "
             f"generated M: {c['generated']:,} | qubits N: {c['n_qubits']} | "
             f"ratio: {c['generated'] / c['trainable']:.2f} generated per trainable"
         )
@@ -421,6 +408,56 @@ class QuantumTrain(nn.Module):
             f"n_generated={self.n_generated:,}, n_qubits={self.n_qubits}, n_trainable={self.n_trainable:,}, "
             f"memory~{format_bytes(estimate_memory(self.config, self.n_generated, self.n_qubits))}"
         )
+
+
+def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n: int) -> nn.Module:
+    """The generator ``config`` asks for: a QNN (or a classical stand-in at the QNN's
+    budget) feeding the transform and mapping, or the mapping-free subspace baseline."""
+    dtype = resolve_dtype(config.dtype)
+    rng = torch.Generator().manual_seed(config.seed)
+    m = layout.n_generated
+    ansatz = get_ansatz(config.ansatz)
+    if config.generator == "no-entanglement":
+        ansatz = baselines.no_entanglement(ansatz)
+    if config.generator in ("qnn", "no-entanglement"):
+        qnn = QNN(n, config.depth, ansatz, dtype=dtype, generator=rng, check_memory=False)
+        budget = qnn.weights.numel()
+    else:
+        # Draw the angles anyway, so the mapping starts exactly as in the QT run it is compared with.
+        angles = torch.empty(ansatz.weight_shape(n, config.depth), dtype=dtype)
+        ansatz.init_weights(angles, rng)
+        budget = angles.numel()  # a parametric stand-in gets the QNN's angle count
+    transform = ProbabilityTransform(
+        n,
+        m,
+        gamma=config.transform_gamma,
+        beta=config.transform_beta,
+        alpha=config.transform_alpha,
+        learnable=config.learnable_transform,
+        dtype=dtype,
+    )
+    mapping = MappingModel(
+        n + 1,
+        config.resolved_hidden,
+        activation=config.resolved_activation,
+        center=True,
+        output_bias=config.mapping == "paper",
+        dtype=dtype,
+        generator=rng,
+    )
+    if config.generator == "subspace":
+        total = budget + sum(p.numel() for p in (*mapping.parameters(), *transform.parameters()))
+        w0 = torch.cat([p.detach().reshape(-1).to(dtype) for p in (dict(model.named_parameters())[s.name] for s in layout.slots)])
+        return baselines.SubspaceGenerator(w0, min(total, m), generator=rng, dtype=dtype)
+    if config.generator in ("fixed-random", "uniform"):
+        source: nn.Module = baselines.FixedProbabilities(n, config.generator, generator=rng, dtype=dtype)
+    elif config.generator == "tensor-train":
+        source = baselines.TensorTrainBorn(n, baselines.tt_bond_for_budget(n, budget), generator=rng, dtype=dtype)
+    elif config.generator == "low-rank":
+        source = baselines.LowRankBorn(n, baselines.low_rank_for_budget(n, budget), generator=rng, dtype=dtype)
+    else:
+        source = qnn
+    return WeightGenerator(source, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots])
 
 
 def _init_stats(model: nn.Module, layout: WeightLayout) -> tuple[Tensor, Tensor]:
