@@ -27,6 +27,7 @@ from .experiment import _save_plain, run_job
 from .export import export_onnx
 from .model import QuantumTrain, estimate_memory
 from .models import MODELS, build_model
+from .compare import METHODS, parse_budget, run_compare
 from .reproduce import EXPERIMENTS, run_experiment
 from .resources import format_bytes
 from .train import TrainConfig
@@ -97,6 +98,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 130
     print(f"\n{summary['table']}\n\nwrote {summary['dir']}/: results.md, results.csv, results.json, summary.png, "
           "loss_curves.png and one directory per run")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    budgets = [parse_budget(b) for b in args.budget_from]
+    train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device}
+    qt = {"ansatz": args.ansatz, "mapping": args.mapping, "device": args.device}
+    limits = {"limit_train": 512, "limit_test": 256} if args.quick else None
+    try:
+        summary = run_compare(dataset=args.dataset, model=args.model, budgets=budgets, seeds=args.seeds, train=train,
+                              qt=qt, methods=tuple(args.methods), out=args.out, data_dir=args.data_dir, limits=limits,
+                              progress=not args.no_progress, log=_err)
+    except KeyboardInterrupt:
+        _err("\ninterrupted; run the same command again to continue from the checkpoints")
+        return 130
+    print(f"\n{summary['table']}\n\nwrote {summary['dir']}/: results.md, results.json, accuracy_vs_trainable.png "
+          "and one directory per run")
     return 0
 
 
@@ -173,6 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="dataset files (CIFAR-10 batches, full MNIST IDX)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("compare", help="QT vs classical controls at the same trainable budget",
+                       description="Train QT and matched-budget baselines (fixed-random, uniform, no-entanglement, "
+                       "tensor-train, low-rank, subspace, small-classical) with the same data, epochs and optimiser. "
+                       "Rerunning the same command continues unfinished runs.")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="dataset (default: mnist subset)")
+    p.add_argument("--model", default="paper-cnn", choices=sorted(MODELS), help="target model (default: paper-cnn)")
+    p.add_argument("--budget-from", nargs="+", default=["depth=16"], metavar="K=V[,K=V]",
+                   help="QT settings that fix each budget, e.g. depth=4 depth=16 (default: depth=16)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default: all)")
+    p.add_argument("--ansatz", default="u3-cu3-ring", choices=sorted(ANSATZE), help="circuit family")
+    p.add_argument("--mapping", default="mlp", choices=MAPPINGS, help="mapping for QT and the baselines")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs for every run (default: 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default: 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate for every run (default: 1e-3)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--quick", action="store_true", help="a smoke test on a 512/256 data subset")
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="output directory (default: runs/compare)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset files")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="a `qtrain train` run to the plain model (safetensors) and ONNX")
     p.add_argument("run", help="the run directory written by `qtrain train`")

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError, read_checkpoint_meta
 from .config import QTConfig
 from .data import load_dataset
 from .model import QuantumTrain
-from .models import build_model
+from .models import build_model, count_parameters
 from .train import TrainConfig, fit
 
 __all__ = ["run_job", "plot_curves"]
@@ -36,12 +36,12 @@ __all__ = ["run_job", "plot_curves"]
 RUNS = ("qt", "classical")
 
 
-def _job_config(dataset: str, data_dir: str | None, model: str, qt: QTConfig, train: TrainConfig,
+def _job_config(dataset: str, data_dir: str | None, model: str, width: float, qt: QTConfig, train: TrainConfig,
                 runs: tuple[str, ...], limit: tuple[int | None, int | None]) -> dict:
     qt_dict = qt.to_dict()
     qt_dict.pop("qtrain_version")
-    return {"dataset": dataset, "data_dir": data_dir, "model": model, "qt": qt_dict, "train": train.to_dict(),
-            "runs": list(runs), "limit_train": limit[0], "limit_test": limit[1]}
+    return {"dataset": dataset, "data_dir": data_dir, "model": model, "width": width, "qt": qt_dict,
+            "train": train.to_dict(), "runs": list(runs), "limit_train": limit[0], "limit_test": limit[1]}
 
 
 def _identity(job: dict) -> dict:
@@ -57,6 +57,7 @@ def run_job(
     dataset: str = "mnist",
     data_dir: str | None = None,
     model: str = "paper-cnn",
+    width: float = 1.0,
     qt: QTConfig | None = None,
     train: TrainConfig | None = None,
     runs: tuple[str, ...] = RUNS,
@@ -69,6 +70,7 @@ def run_job(
     """Train QT and/or the classical model into ``out``; returns the results dict.
 
     Args:
+        width: the model family's width multiplier (1 = the model as named).
         runs: ``("qt", "classical")`` (default), or one of them.
         limit_train, limit_test: keep only the first examples of each split (smoke runs).
 
@@ -82,7 +84,7 @@ def run_job(
     out = Path(out)
     if not runs or any(r not in RUNS for r in runs):
         raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
-    job = _job_config(dataset, data_dir, model, qt, train, tuple(runs), (limit_train, limit_test))
+    job = _job_config(dataset, data_dir, model, width, qt, train, tuple(runs), (limit_train, limit_test))
     cfg_path = out / "config.json"
     if cfg_path.exists():
         if not resume:
@@ -121,7 +123,7 @@ def run_job(
     histories, results = {}, {}
     if "qt" in runs:
         torch.manual_seed(train.seed)  # the template's initialisation (QT's own is seeded by qt.seed)
-        qt_model = QuantumTrain(build_model(model), qt)
+        qt_model = QuantumTrain(build_model(model, width), qt)
         histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
                               progress=progress, desc="QT")
         _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
@@ -130,11 +132,11 @@ def run_job(
         results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
     if "classical" in runs:
         torch.manual_seed(train.seed)
-        net = build_model(model)
+        net = build_model(model, width)
         histories["classical"] = fit(net, data, train, checkpoint=ckpt["classical"], resume=resume,
                                      on_epoch=on_epoch("classical"), progress=progress, desc="classical")
         _save_plain(net, out / "classical.safetensors")
-        n = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        n = count_parameters(net)
         results["classical"] = _summary(histories["classical"], n)
         results["classical_1_epoch"] = _summary(histories["classical"][:1], n)
     _write_json(out / "results.json", results)

@@ -11,7 +11,13 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "PaperCNN", "PaperCIFARCNN", "IrisMLP", "DigitsCNN", "build_model"]
+__all__ = ["MODELS", "PaperCNN", "PaperCIFARCNN", "IrisMLP", "DigitsCNN", "build_model", "count_parameters",
+           "widest_within"]
+
+
+def _scaled(width: float, *sizes: int) -> tuple[int, ...]:
+    # widths scale every hidden size by the same factor (at least one unit each)
+    return tuple(max(1, round(width * s)) for s in sizes)
 
 
 class PaperCNN(nn.Module):
@@ -22,12 +28,13 @@ class PaperCNN(nn.Module):
     ``activation="relu"`` adds a ReLU after every layer but the last.
     """
 
-    def __init__(self, activation: str | None = None, n_classes: int = 10) -> None:
+    def __init__(self, activation: str | None = None, n_classes: int = 10, width: float = 1.0) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 5)
-        self.conv2 = nn.Conv2d(8, 12, 5)
-        self.fc1 = nn.Linear(192, 20)
-        self.fc2 = nn.Linear(20, n_classes)
+        c1, c2, h = _scaled(width, 8, 12, 20)
+        self.conv1 = nn.Conv2d(1, c1, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        self.fc1 = nn.Linear(16 * c2, h)
+        self.fc2 = nn.Linear(h, n_classes)
         self.activation = activation
 
     def _act(self, x: Tensor) -> Tensor:
@@ -44,13 +51,14 @@ class PaperCIFARCNN(nn.Module):
     Conv(16->32, k5, pad 2) -> MaxPool2 -> Linear(2048->128) -> Linear(128->64) -> Linear(64->10).
     ``activation="relu"`` adds ReLUs after every layer but the last."""
 
-    def __init__(self, activation: str | None = None) -> None:
+    def __init__(self, activation: str | None = None, width: float = 1.0) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 5, padding=2)
-        self.conv2 = nn.Conv2d(16, 32, 5, padding=2)
-        self.fc1 = nn.Linear(2048, 128)
-        self.fc2 = nn.Linear(128, 64)
-        self.fc3 = nn.Linear(64, 10)
+        c1, c2, h1, h2 = _scaled(width, 16, 32, 128, 64)
+        self.conv1 = nn.Conv2d(3, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.fc1 = nn.Linear(64 * c2, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, 10)
         self.activation = activation
 
     def _act(self, x: Tensor) -> Tensor:
@@ -66,8 +74,9 @@ class PaperCIFARCNN(nn.Module):
 class IrisMLP(nn.Module):
     """A small MLP for Iris (4 features, 3 classes)."""
 
-    def __init__(self, hidden: int = 10) -> None:
+    def __init__(self, hidden: int = 10, width: float = 1.0) -> None:
         super().__init__()
+        (hidden,) = _scaled(width, hidden)
         self.fc1 = nn.Linear(4, hidden)
         self.fc2 = nn.Linear(hidden, 3)
 
@@ -78,32 +87,67 @@ class IrisMLP(nn.Module):
 class DigitsCNN(nn.Module):
     """A small CNN for the 8x8 scikit-learn digits."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 4 * 4, 10)
+        (c,) = _scaled(width, 8)
+        self.conv = nn.Conv2d(1, c, 3, padding=1)
+        self.fc = nn.Linear(c * 4 * 4, 10)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 1, 8, 8)
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {
-    "paper-cnn": lambda: PaperCNN(),
-    "paper-cnn-relu": lambda: PaperCNN(activation="relu"),
-    "paper-cifar-cnn": lambda: PaperCIFARCNN(),
-    "paper-cifar-cnn-relu": lambda: PaperCIFARCNN(activation="relu"),
-    "iris-mlp": lambda: IrisMLP(),
-    "digits-cnn": lambda: DigitsCNN(),
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "paper-cnn": lambda width=1.0: PaperCNN(width=width),
+    "paper-cnn-relu": lambda width=1.0: PaperCNN(activation="relu", width=width),
+    "paper-cifar-cnn": lambda width=1.0: PaperCIFARCNN(width=width),
+    "paper-cifar-cnn-relu": lambda width=1.0: PaperCIFARCNN(activation="relu", width=width),
+    "iris-mlp": lambda width=1.0: IrisMLP(width=width),
+    "digits-cnn": lambda width=1.0: DigitsCNN(width=width),
 }
-"""Model constructors by name."""
+"""Model constructors by name; ``width`` scales every hidden size (the model's family)."""
 
 
-def build_model(name: str) -> nn.Module:
+def build_model(name: str, width: float = 1.0) -> nn.Module:
     """A fresh model by name (initialised from the global RNG; seed it first).
 
     Raises:
-        ValueError: unknown name (the valid ones are listed).
+        ValueError: unknown name (the valid ones are listed), non-positive width.
     """
     if name not in MODELS:
         raise ValueError(f"Invalid model {name!r}. Must be one of {sorted(MODELS)}.")
-    return MODELS[name]()
+    if not width > 0:
+        raise ValueError(f"`width` must be positive, got {width}")
+    return MODELS[name](width=width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable scalars of a plain model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def widest_within(name: str, budget: int) -> tuple[float, int]:
+    """The largest width (a multiple of 1/1000) of model ``name`` whose trainable count is
+    at most ``budget``: the ``small-classical`` baseline. Returns ``(width, count)``.
+
+    >>> widest_within("iris-mlp", 40)      # a 4-h-3 MLP has 8h + 3 weights: h = 4
+    (0.45, 35)
+
+    Raises:
+        ValueError: even the narrowest member (one unit per hidden layer) exceeds ``budget``.
+    """
+    def count(w: float) -> int:
+        return count_parameters(build_model(name, w))
+
+    lo = 0.001
+    if count(lo) > budget:
+        raise ValueError(f"the narrowest {name} has {count(lo):,} parameters, more than the budget {budget:,}")
+    hi = 1.0
+    while count(hi) <= budget:
+        hi *= 2
+    while hi - lo > 0.001:  # count is monotone in width
+        mid = round((lo + hi) / 2, 3)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
+    return lo, count(lo)

@@ -1,0 +1,141 @@
+"""``qtrain compare``: QT against classical controls at the same trainable budget.
+
+For each budget (a QT configuration such as ``depth=16``) and seed, QT and every
+baseline (:mod:`qtrain.baselines`, plus ``small-classical``: the widest member of the
+model's family with at most the QT budget of trainable weights) are trained with the
+same data, epochs, optimiser and learning rate. Each run is a resumable
+:func:`~qtrain.experiment.run_job` directory; rerunning continues and skips what finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import GENERATORS, QTConfig
+from .experiment import run_job
+from .models import widest_within
+from .reproduce import _count, _fmt, _mean_std
+from .train import TrainConfig
+
+__all__ = ["METHODS", "parse_budget", "run_compare"]
+
+METHODS = ("qnn", *[g for g in GENERATORS if g != "qnn"], "small-classical")
+"""Every method ``compare`` can run: the QNN, the baselines, and ``small-classical``."""
+
+
+def parse_budget(text: str) -> dict:
+    """``"depth=16,ansatz=ry-cnot-ring"`` -> ``{"depth": 16, "ansatz": "ry-cnot-ring"}``.
+
+    Raises:
+        ValueError: not ``key=value`` pairs of QTConfig fields.
+    """
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"`--budget-from` takes key=value pairs such as 'depth=16', got {part!r}")
+        out[key] = int(value) if value.isdigit() else value
+    QTConfig(**out)  # validates the keys and values
+    return out
+
+
+def run_compare(
+    *,
+    dataset: str,
+    model: str,
+    budgets: list[dict],
+    seeds: list[int],
+    train: dict,
+    qt: dict,
+    methods: tuple[str, ...] = METHODS,
+    out: str | Path,
+    data_dir: str | None = None,
+    limits: dict | None = None,
+    progress: bool = True,
+    log=None,
+) -> dict:
+    """Run every (budget, method, seed) and tabulate; returns ``{"table", "records", "dir"}``."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Invalid method(s) {unknown}. Must be among {list(METHODS)}.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = []
+    for budget in budgets:
+        tag = "-".join(f"{k}{v}" for k, v in budget.items())
+        for method in methods:
+            for seed in seeds:
+                plan.append((tag, budget, method, seed, out / tag / f"{method}-seed{seed}"))
+    for i, (tag, budget, method, seed, job_dir) in enumerate(plan, 1):
+        cfg = QTConfig(**{**qt, **budget, "seed": seed, "generator": "qnn" if method == "small-classical" else method})
+        if (job_dir / "results.json").exists() and json.loads((job_dir / "results.json").read_text()).get(
+            "qt" if method != "small-classical" else "classical", {}).get("epochs", 0) >= train["epochs"]:
+            continue
+        if log is not None:
+            log(f"[{i}/{len(plan)}] {tag} {method} seed {seed} -> {job_dir}")
+        kwargs = dict(dataset=dataset, data_dir=data_dir, qt=cfg, train=TrainConfig(**train, seed=seed), resume=True,
+                      progress=progress, log=log, **(limits or {}))
+        if method == "small-classical":
+            from .model import QuantumTrain
+            from .models import build_model
+
+            budget_n = QuantumTrain(build_model(model), cfg).n_trainable
+            width, _ = widest_within(model, budget_n)
+            run_job(job_dir, model=model, width=width, runs=("classical",), **kwargs)
+        else:
+            run_job(job_dir, model=model, runs=("qt",), **kwargs)
+    return summarize_compare(out, budgets, methods, seeds)
+
+
+def summarize_compare(out: Path, budgets: list[dict], methods: tuple[str, ...], seeds: list[int]) -> dict:
+    """Write ``results.md``/``results.json`` and ``accuracy_vs_trainable.png`` from finished runs."""
+    records = []
+    table = ["| budget | method | trainable | seeds | test acc % | gap (test CE − train CE) | train time s |",
+             "|---|---|---|---|---|---|---|"]
+    for budget in budgets:
+        tag = "-".join(f"{k}{v}" for k, v in budget.items())
+        for method in methods:
+            runs = []
+            for seed in seeds:
+                path = out / tag / f"{method}-seed{seed}" / "results.json"
+                if path.exists():
+                    res = json.loads(path.read_text())
+                    runs.append(res["classical"] if method == "small-classical" else res["qt"])
+            acc, gap = [r["test_acc"] for r in runs], [r["gap"] for r in runs]
+            trainable = runs[0]["trainable"] if runs else None
+            secs = _mean_std([r["train_seconds"] for r in runs])[0]
+            table.append(f"| {tag} | {method} | {_count(trainable)} | {len(runs)} | {_fmt(acc)} | "
+                         f"{_fmt(gap, 1.0, 4)} | {'—' if not runs else f'{secs:.0f}'} |")
+            m, s = _mean_std(acc)
+            records.append({"budget": tag, "method": method, "trainable": trainable, "seeds": len(runs),
+                            "test_acc_mean": m, "test_acc_std": s, "gap_mean": _mean_std(gap)[0],
+                            "gap_std": _mean_std(gap)[1], "train_seconds_mean": secs})
+    (out / "results.md").write_text("\n".join(table) + "\n")
+    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    _plot(out, records, methods)
+    return {"table": "\n".join(table), "records": records, "dir": str(out)}
+
+
+def _plot(out: Path, records: list[dict], methods: tuple[str, ...]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for method in methods:
+        pts = sorted((r["trainable"], r["test_acc_mean"] * 100, r["test_acc_std"] * 100)
+                     for r in records if r["method"] == method and r["seeds"])
+        if pts:
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method, lw=2.5 if method == "qnn" else 1.2)
+    ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%) — mean ± std over seeds",
+           title="QT vs classical controls at matched budgets")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_trainable.png", dpi=120)
+    plt.close(fig)
