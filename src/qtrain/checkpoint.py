@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ._io import atomic_write
 from ._version import __version__
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_meta"]
@@ -29,25 +28,6 @@ FORMAT = "qtrain-checkpoint-1"
 
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, foreign, or from a run with other settings."""
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(
@@ -85,7 +65,7 @@ def save_checkpoint(
         "optim_scalars": json.dumps(scalars),
         "scheduler": json.dumps(scheduler.state_dict()),
     }
-    _atomic_save(tensors, meta, Path(path))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:

@@ -67,14 +67,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                             device=args.device)
     qt_cfg = _qt_config(args)
     _err(f"qtrain {__version__}: {args.model} on {args.dataset}, {'resuming' if args.resume else 'writing'} {out}/")
-    try:
-        results = run_job(out, dataset=args.dataset, data_dir=args.data_dir, model=args.model, qt=qt_cfg,
-                          train=train_cfg, runs=("qt",) if args.no_classical else ("qt", "classical"),
-                          resume=args.resume,
-                          progress=not args.no_progress, log=_err)
-    except KeyboardInterrupt:
-        _err(f"\ninterrupted; continue with the same command plus --resume --out {out}")
-        return 130
+    args.resume_hint = f"the same command plus --resume --out {out}"
+    results = run_job(out, dataset=args.dataset, data_dir=args.data_dir, model=args.model, qt=qt_cfg,
+                      train=train_cfg, runs=("qt",) if args.no_classical else ("qt", "classical"),
+                      resume=args.resume, progress=not args.no_progress, log=_err)
     rows = [("run", "trainable", "epochs", "train acc %", "test acc %", "gap (CE)", "train time s")]
     names = {"qt": "QT", "classical": "classical", "classical_1_epoch": "classical, 1 epoch (papers' baseline)"}
     for key, r in results.items():
@@ -89,16 +85,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    try:
-        summary = run_experiment(args.experiment, seeds=args.seeds, out=args.out, quick=args.quick,
-                                 data_dir=args.data_dir, progress=not args.no_progress, log=_err)
-    except KeyboardInterrupt:
-        _err("\ninterrupted; run the same command again to continue from the checkpoints")
-        return 130
-    print(f"\n{summary['table']}\n\nwrote {summary['dir']}/: results.md, results.csv, results.json, summary.png, "
-          "loss_curves.png and one directory per run")
+def _report(summary: dict, files: str) -> int:
+    print(f"\n{summary['table']}\n\nwrote {summary['dir']}/: {files} and one directory per run")
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    summary = run_experiment(args.experiment, seeds=args.seeds, out=args.out, quick=args.quick,
+                             data_dir=args.data_dir, progress=not args.no_progress, log=_err)
+    return _report(summary, "results.md, results.csv, results.json, summary.png, loss_curves.png")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -106,16 +101,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device}
     qt = {"ansatz": args.ansatz, "mapping": args.mapping, "device": args.device}
     limits = {"limit_train": 512, "limit_test": 256} if args.quick else None
-    try:
-        summary = run_compare(dataset=args.dataset, model=args.model, budgets=budgets, seeds=args.seeds, train=train,
-                              qt=qt, methods=tuple(args.methods), out=args.out, data_dir=args.data_dir, limits=limits,
-                              progress=not args.no_progress, log=_err)
-    except KeyboardInterrupt:
-        _err("\ninterrupted; run the same command again to continue from the checkpoints")
-        return 130
-    print(f"\n{summary['table']}\n\nwrote {summary['dir']}/: results.md, results.json, accuracy_vs_trainable.png "
-          "and one directory per run")
-    return 0
+    summary = run_compare(dataset=args.dataset, model=args.model, budgets=budgets, seeds=args.seeds, train=train,
+                          qt=qt, methods=tuple(args.methods), out=args.out, data_dir=args.data_dir, limits=limits,
+                          progress=not args.no_progress, log=_err)
+    return _report(summary, "results.md, results.json, accuracy_vs_trainable.png")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -231,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        hint = getattr(args, "resume_hint", "the same command again")
+        print(f"\nqtrain: interrupted; the last finished epoch is checkpointed: continue with {hint}", file=sys.stderr)
+        return 130
     except DatasetUnavailable as e:
         print(f"qtrain: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ._io import atomic_write
 from ._version import __version__
 from .checkpoint import CheckpointError, read_checkpoint_meta
 from .config import QTConfig
@@ -152,13 +153,12 @@ def _summary(history: list[dict], trainable: int) -> dict:
 
 def _save_plain(model: torch.nn.Module, path: Path) -> None:
     # clone: safetensors refuses tensors that share memory (tied weights)
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def plot_curves(histories: dict[str, list[dict]], path: Path) -> bool:

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import baselines
+from ._io import atomic_write
 from ._version import __version__
 from .circuits import QNN, get_ansatz
 from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
@@ -334,8 +334,8 @@ class QuantumTrain(nn.Module):
         generated = {a for slot in self.layout.slots for a in slot.aliases}
         tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items() if k not in generated})
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-        _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
 
     @classmethod
     def from_pretrained(
@@ -474,17 +474,3 @@ def _init_stats(model: nn.Module, layout: WeightLayout) -> tuple[Tensor, Tensor]
     fallback = valid[len(valid) // 2] if valid else 1.0
     stds = [s if s > 0 and math.isfinite(s) else fallback for s in stds]
     return torch.tensor(means), torch.tensor(stds)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
