@@ -1,0 +1,149 @@
+"""Device-like execution: shots, shift-rule and SPSA gradients, noise, OpenQASM 3 export."""
+
+import math
+
+import numpy as np
+import openqasm3
+import pytest
+import torch
+from openqasm3 import ast
+
+import reference
+from qtrain.circuits import QNN, Op
+from qtrain.circuits.gradients import SPSA, Executor, ParameterShift, executions_per_step
+from qtrain.circuits.noise import depolarize, readout_flip
+from qtrain.circuits.qasm import to_qasm
+from qtrain.circuits.sampling import sample_probs
+
+ANSATZE = ["u3-cu3-ring", "ry-cnot-ring", "ry-cnot-chain", "ry-rz-cz"]
+
+
+def _executor(qnn, **kw):
+    return Executor(qnn.ansatz.operations(qnn.n_qubits, qnn.depth), qnn.n_qubits, qnn.weights.numel(), qnn.depth, **kw)
+
+
+@pytest.mark.parametrize("ansatz", ANSATZE)
+def test_parameter_shift_without_shots_equals_autograd(ansatz):
+    qnn = QNN(3, 2, ansatz, dtype=torch.float64, seed=11)
+    v = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (qnn() @ v).backward()
+    w = qnn.weights.detach().clone().requires_grad_()
+    (ParameterShift.apply(w, _executor(qnn)) @ v).backward()
+    torch.testing.assert_close(w.grad, qnn.weights.grad, atol=1e-8, rtol=0)
+
+
+def test_parameter_shift_handles_an_angle_used_twice():
+    ops = [Op("RY", (0,), (0,)), Op("CRY", (0, 1), (0,)), Op("RZ", (1,), (1,)), Op("CRX", (1, 0), (1,))]
+    from qtrain.circuits.statevector import compile_ops, run
+    from qtrain.circuits.measure import exact_probs
+
+    program = compile_ops(ops, 2, 2)
+    w = torch.tensor([0.7, -1.3], dtype=torch.float64, requires_grad=True)
+    v = torch.tensor([0.3, -1.0, 2.0, 0.5], dtype=torch.float64)
+    (exact_probs(run(program, w)) @ v).backward()
+    w2 = w.detach().clone().requires_grad_()
+    (ParameterShift.apply(w2, Executor(ops, 2, 2, 1)) @ v).backward()
+    torch.testing.assert_close(w2.grad, w.grad, atol=1e-10, rtol=0)
+
+
+def test_shot_based_parameter_shift_converges_to_the_exact_gradient():
+    # 400 independent 2,000-shot estimates; the mean's error must sit within 5 standard errors
+    qnn = QNN(2, 1, "ry-cnot-ring", dtype=torch.float64, seed=4)
+    v = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    (qnn() @ v).backward()
+    exact = qnn.weights.grad.reshape(-1)
+    ex = _executor(qnn, shots=2000, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for _ in range(400):
+        w = qnn.weights.detach().clone().requires_grad_()
+        (ParameterShift.apply(w, ex) @ v).backward()
+        grads.append(w.grad.reshape(-1))
+    g = torch.stack(grads)
+    stderr = g.std(0) / math.sqrt(len(g))
+    assert ((g.mean(0) - exact).abs() < 5 * stderr).all()
+    assert (stderr > 0).all() and (stderr < 0.05).all()
+
+
+def test_spsa_is_unbiased_to_order_c_squared():
+    qnn = QNN(2, 1, "ry-cnot-chain", dtype=torch.float64, seed=3)
+    v = torch.tensor([0.5, -1.0, 1.5, 0.2], dtype=torch.float64)
+    (qnn() @ v).backward()
+    ex = _executor(qnn, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for _ in range(3000):
+        w = qnn.weights.detach().clone().requires_grad_()
+        (SPSA.apply(w, ex, 1e-3) @ v).backward()
+        grads.append(w.grad.reshape(-1))
+    g = torch.stack(grads)
+    stderr = g.std(0) / math.sqrt(len(g))
+    assert ((g.mean(0) - qnn.weights.grad.reshape(-1)).abs() < 5 * stderr + 1e-5).all()
+    assert executions_per_step(ex, "spsa") == 3
+
+
+def test_execution_counts():
+    qnn = QNN(4, 3, "u3-cu3-ring")
+    assert executions_per_step(_executor(qnn), "parameter-shift") == 1 + 14 * 4 * 3
+    assert executions_per_step(_executor(QNN(4, 3, "ry-cnot-ring")), "parameter-shift") == 1 + 2 * 4 * 3
+
+
+def test_sampling_is_seeded_unbiased_and_chunked(monkeypatch):
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    a = sample_probs(p, 10_000, torch.Generator().manual_seed(7))
+    b = sample_probs(p, 10_000, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and abs(float(a.sum()) - 1) < 1e-12
+    assert ((a - p).abs() < 5 * (p * (1 - p) / 10_000).sqrt()).all()
+    import qtrain.circuits.sampling as sampling
+
+    monkeypatch.setattr(sampling, "CHUNK", 333)  # many chunks add up to the same total
+    assert float(sampling.sample_probs(p, 1000, torch.Generator().manual_seed(0)).sum() * 1000) == 1000
+    with pytest.raises(ValueError, match="`shots` must be >= 1"):
+        sample_probs(p, 0)
+
+
+def test_noise_models_match_hand_computed_cases():
+    p = torch.tensor([0.7, 0.1, 0.15, 0.05], dtype=torch.float64)
+    # two layers of 10% depolarizing: q = 0.81
+    torch.testing.assert_close(depolarize(p, 0.1, 2), 0.81 * p + 0.19 / 4)
+    # readout: wire 0 flips with 0.2, wire 1 with 0.1 -> confusion kron(M0, M1) (wire 0 = MSB)
+    m = lambda e: torch.tensor([[1 - e, e], [e, 1 - e]], dtype=torch.float64)  # noqa: E731
+    torch.testing.assert_close(readout_flip(p, [0.2, 0.1], 2), torch.kron(m(0.2), m(0.1)) @ p)
+    assert float(readout_flip(p, 0.3, 2).sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="1 or 2 probabilities"):
+        readout_flip(p, [0.1, 0.1, 0.1], 2)
+
+
+def _interpret(program: str, n: int) -> np.ndarray:
+    """Run a parsed OpenQASM 3 program on the dense reference simulator."""
+    tree = openqasm3.parse(program)
+    U = np.eye(2**n, dtype=complex)
+    fixed = {"h": reference.H, "x": reference.X}
+    for stmt in tree.statements:
+        if not isinstance(stmt, ast.QuantumGate):
+            continue
+        name = stmt.name.name
+        args = [float(openqasm3.dumps(a)) for a in stmt.arguments]
+        wires = [int(q.indices[0][0].value) for q in stmt.qubits]
+        single = {"ry": lambda t: reference.ry(t), "rz": lambda t: reference.rz(t), "u3": reference.u3}
+        if name in fixed:
+            g = reference.embed({wires[0]: fixed[name]}, n)
+        elif name in single:
+            g = reference.embed({wires[0]: single[name](*args)}, n)
+        elif name == "cx":
+            g = reference.controlled(reference.X, *wires, n)
+        elif name == "cz":
+            g = reference.controlled(reference.Z, *wires, n)
+        elif name == "cu":
+            assert args[3] == 0.0
+            g = reference.controlled(reference.u3(*args[:3]), *wires, n)
+        else:
+            raise AssertionError(name)
+        U = g @ U
+    return np.abs(U[:, 0]) ** 2
+
+
+@pytest.mark.parametrize("ansatz", ANSATZE)
+def test_qasm_export_parses_and_reproduces_the_probabilities(ansatz):
+    qnn = QNN(3, 2, ansatz, dtype=torch.float64, seed=5)
+    text = to_qasm(qnn.ansatz.operations(3, 2), qnn.weights, 3)
+    assert text.startswith("OPENQASM 3.0;") and "c = measure q;" in text
+    np.testing.assert_allclose(_interpret(text, 3), qnn().detach().numpy(), atol=1e-12)
