@@ -86,16 +86,22 @@ def test_execution_counts():
     assert executions_per_step(_executor(QNN(4, 3, "ry-cnot-ring")), "parameter-shift") == 1 + 2 * 4 * 3
 
 
-def test_sampling_is_seeded_unbiased_and_chunked(monkeypatch):
-    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+def test_sampling_is_seeded_exactly_normalised_and_multinomial():
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     a = sample_probs(p, 10_000, torch.Generator().manual_seed(7))
     b = sample_probs(p, 10_000, torch.Generator().manual_seed(7))
-    assert torch.equal(a, b) and abs(float(a.sum()) - 1) < 1e-12
-    assert ((a - p).abs() < 5 * (p * (1 - p) / 10_000).sqrt()).all()
-    import qtrain.circuits.sampling as sampling
-
-    monkeypatch.setattr(sampling, "CHUNK", 333)  # many chunks add up to the same total
-    assert float(sampling.sample_probs(p, 1000, torch.Generator().manual_seed(0)).sum() * 1000) == 1000
+    counts = (a * 10_000).round()
+    assert torch.equal(a, b) and float(counts.sum()) == 10_000 and float((a * 10_000 - counts).abs().max()) < 1e-9
+    assert (a[4:] == 0).all()  # impossible outcomes are never drawn
+    # over many draws: mean p and variance p(1-p)/shots per entry (multinomial moments)
+    draws = torch.stack([sample_probs(p, 500, torch.Generator().manual_seed(s)) for s in range(2000)])
+    assert ((draws.mean(0) - p).abs() < 5 * (p * (1 - p) / 500 / 2000).sqrt() + 1e-12).all()
+    torch.testing.assert_close(draws.var(0)[:4], (p * (1 - p) / 500)[:4], rtol=0.15, atol=0)
+    # covariance of two entries is -p_i p_j / shots, as for a multinomial
+    cov = float(((draws[:, 0] - p[0]) * (draws[:, 3] - p[3])).mean())
+    assert abs(cov - (-0.1 * 0.4 / 500)) < 0.2 * 0.1 * 0.4 / 500
+    big = sample_probs(p, 10**12, torch.Generator().manual_seed(0))  # cost does not grow with shots
+    assert (big - p).abs().max() < 1e-5
     with pytest.raises(ValueError, match="`shots` must be >= 1"):
         sample_probs(p, 0)
 
