@@ -90,7 +90,7 @@ def main() -> None:
 
                 def pl_step():
                     w.grad = None
-                    (circuit(w) @ proj.to(torch.float32)).backward()
+                    (circuit(w).to(torch.float32) @ proj.to(torch.float32)).backward()  # PennyLane returns float64
 
                 row["pennylane"] = timeit(pl_step, max(3, reps // 3), warmup=1)
             cell = lambda k: f"{ms(row[k][0])} /{ms(row[k][1])}" if k in row else f"{'-':>19}"  # noqa: E731

@@ -182,9 +182,9 @@ def _bit(index: Tensor, n: int, wire: int) -> Tensor:
 
 
 def default_block(n_qubits: int) -> int:
-    """Wires per fused block: wide while per-call overhead dominates (small N), 5 (a
-    32 x 32 matrix) once the GEMMs' arithmetic does."""
-    return 7 if n_qubits <= 14 else 6 if n_qubits <= 16 else 5
+    """Wires per fused block (a 16 x 16 matrix). Wider blocks (5-7 wires) were slower
+    here at both N = 13 (matrix building dominates) and N = 22 (see benchmarks/RESULTS.md)."""
+    return 4  # measured best at N = 13 and N = 22 (benchmarks/RESULTS.md)
 
 
 def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int | None = None) -> FastProgram:
