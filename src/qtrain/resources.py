@@ -27,7 +27,9 @@ def format_bytes(n: float) -> str:
 def available_bytes(device: torch.device | str | None = None) -> int | None:
     """Memory that can still be allocated on ``device`` (None when unknown).
 
-    CPU: ``MemAvailable`` from ``/proc/meminfo`` (Linux), else physical memory.
+    CPU: ``MemAvailable`` from ``/proc/meminfo`` (Linux), else physical memory; capped
+    by the cgroup (container) limit minus its current usage when one is set
+    (``/sys/fs/cgroup/memory.max``, or v1's ``memory.limit_in_bytes``).
     CUDA: free memory reported by the driver.
     """
     device = torch.device(device if device is not None else "cpu")
@@ -36,17 +38,49 @@ def available_bytes(device: torch.device | str | None = None) -> int | None:
         return int(free)
     if device.type != "cpu":
         return None
+    avail = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    limit = _cgroup_free_bytes()
+    if limit is not None:
+        avail = limit if avail is None else min(avail, limit)
+    return avail
+
+
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+)
+
+
+def _cgroup_free_bytes(files=_CGROUP_FILES) -> int | None:
+    """The container's memory limit minus its usage, or None when unlimited / unknown."""
+    for limit_path, usage_path in files:
+        try:
+            with open(limit_path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw == "max" or not raw.isdigit() or int(raw) >= 2**60:
+            return None
+        try:
+            with open(usage_path) as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            used = 0
+        return max(int(raw) - used, 0)
+    return None
 
 
 def check_fits(needed: float, device: torch.device | str | None, what: str, hint: str) -> None:

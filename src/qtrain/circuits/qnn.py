@@ -10,9 +10,14 @@ from . import get_ansatz
 from .ansatze import Ansatz, Op
 from .gates import GATES
 from .measure import exact_probs
-from .statevector import Program, compile_ops, run
+from .fast import FastProgram, compile_fast, fast_probabilities, supports_fast
+from .statevector import Program, compile_ops, run, validate_op
 
-__all__ = ["QNN", "estimate_circuit_bytes", "resolve_dtype"]
+__all__ = ["METHODS", "QNN", "estimate_circuit_bytes", "resolve_dtype"]
+
+METHODS = ("adjoint", "autograd")
+"""Simulation methods: ``"adjoint"`` (fused blocks, hand-written O(2^N)-memory backward;
+the default) and ``"autograd"`` (the simple reference simulator, every state kept)."""
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -35,12 +40,25 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def estimate_circuit_bytes(ops: list[Op], n_qubits: int, dtype: torch.dtype) -> float:
-    """Peak bytes of one probabilities forward+backward: the states autograd keeps (one
-    per single-qubit gate, 1.5 per controlled rotation, one per diagonal) plus working
-    copies and the permutation indices. Computed from the op list, before compiling."""
+def estimate_circuit_bytes(ops: list[Op], n_qubits: int, dtype: torch.dtype, *, method: str = "autograd") -> float:
+    """Peak bytes of one probabilities forward+backward, from the op list, before compiling.
+
+    ``"autograd"``: the states autograd keeps (one per single-qubit gate, 1.5 per
+    controlled rotation, one per diagonal) plus working copies and the permutation
+    indices. ``"adjoint"``: a fixed number of state vectors (the kept final state, the
+    probabilities and their gradient, two stacked ``(2, 2^N)`` buffers, transient
+    copies inside a gradient contraction) plus the shared int32 permutation indices.
+    Both include a 1.3x margin for the allocator (calibrated against measured peak
+    RSS; see ``benchmarks/RESULTS.md``).
+    """
     real = all(GATES[op.gate].real for op in ops)
     amp = torch.empty((), dtype=dtype).element_size() * (1 if real else 2)
+    elem = torch.empty((), dtype=dtype).element_size()
+    dim = 2**n_qubits
+    if method == "adjoint":
+        perms = len({tuple(op.wires for op in ops if GATES[op.gate].kind == "permutation")} - {()})
+        states = 8.0  # psi kept, 2x2 workspace, 2 transient (gradient contraction / controlled half)
+        return 1.3 * (states * amp * dim + 3 * elem * dim + perms * 8 * dim + 8 * dim)
     states = 6.0
     for op in ops:
         spec = GATES[op.gate]
@@ -48,7 +66,7 @@ def estimate_circuit_bytes(ops: list[Op], n_qubits: int, dtype: torch.dtype) -> 
             states += 1
         elif spec.kind == "unitary":
             states += 1.5
-    return states * amp * 2**n_qubits + 16 * 2**n_qubits
+    return 1.3 * (states * amp * dim + 16 * dim)
 
 
 class QNN(nn.Module):
@@ -84,10 +102,14 @@ class QNN(nn.Module):
             ``generator`` is given. Neither touches the global RNG.
         generator: a CPU ``torch.Generator`` to draw the initial angles from.
         check_memory: refuse (``MemoryError``) a circuit whose simulation will not fit.
+        method: ``"adjoint"`` (default: fused gate blocks and a hand-written backward
+            that un-computes the states, O(2^N) memory) or ``"autograd"`` (the simple
+            reference simulator; keeps every intermediate state). Both give the same
+            probabilities and gradients to round-off.
 
     Raises:
         ValueError: unknown ansatz (the message lists the valid ones), ``n_qubits`` or
-            ``depth`` < 1, an unsupported dtype.
+            ``depth`` < 1, an unsupported dtype, an unknown ``method``.
         MemoryError: the simulation's estimated memory exceeds what the device has.
     """
 
@@ -102,8 +124,11 @@ class QNN(nn.Module):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         check_memory: bool = True,
+        method: str = "adjoint",
     ) -> None:
         super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"Invalid `method` {method!r}. Must be one of {list(METHODS)}.")
         self.n_qubits = _check_int("n_qubits", n_qubits, 1)
         self.depth = _check_int("depth", depth, 1)
         self.ansatz = get_ansatz(ansatz)
@@ -113,39 +138,51 @@ class QNN(nn.Module):
         for s in shape:
             n_weights *= s
         ops = self.ansatz.operations(n_qubits, depth)
+        for op in ops:  # fail at construction, whatever the method
+            validate_op(op, n_qubits, n_weights)
+        if method == "adjoint" and not supports_fast(ops):
+            method = "autograd"  # a gate the fused path cannot apply: the reference handles all
+        self.method = method
         if check_memory:
             check_fits(
-                estimate_circuit_bytes(ops, n_qubits, dtype),
+                estimate_circuit_bytes(ops, n_qubits, dtype, method=method),
                 device,
                 f"simulating a {n_qubits}-qubit, depth-{depth} {self.ansatz.name!r} circuit",
                 "Use fewer qubits (a smaller target) or a shallower circuit.",
             )
-        program = compile_ops(ops, n_qubits, n_weights)
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         weights = torch.empty(shape, dtype=dtype)
         with torch.no_grad():
             self.ansatz.init_weights(weights, generator)
         self.weights = nn.Parameter(weights.to(device))
-        self._program = program
-        self._programs: dict[torch.device, Program] = {torch.device("cpu"): program}
+        self._ops, self._n_weights = ops, n_weights
+        self._real = all(GATES[op.gate].real for op in ops)
+        self._programs: dict[torch.device, Program] = {}  # the reference, compiled on first use
+        self._fast: FastProgram | None = compile_fast(ops, n_qubits, n_weights) if method == "adjoint" else None
 
     @property
     def real(self) -> bool:
         """True when the amplitudes stay real (the faster real-dtype path is used)."""
-        return self._program.real
+        return self._real
 
     def _program_on(self, device: torch.device) -> Program:
         if device not in self._programs:
-            self._programs[device] = self._program.to(device)
+            cpu = torch.device("cpu")
+            if cpu not in self._programs:
+                self._programs[cpu] = compile_ops(self._ops, self.n_qubits, self._n_weights)
+            self._programs[device] = self._programs[cpu].to(device)
         return self._programs[device]
 
     def state(self) -> Tensor:
-        """The final state vector, ``(2^N,)`` (real dtype when :attr:`real`)."""
+        """The final state vector, ``(2^N,)`` (real dtype when :attr:`real`), from the
+        reference simulator (autograd; keeps every intermediate state)."""
         return run(self._program_on(self.weights.device), self.weights)
 
     def probabilities(self) -> Tensor:
         """All ``2^N`` exact Born probabilities, ``(2^N,)``, in ``weights.dtype``."""
+        if self._fast is not None:
+            return fast_probabilities(self._fast.to(self.weights.device), self.weights)
         return exact_probs(self.state())
 
     def forward(self) -> Tensor:
@@ -155,5 +192,5 @@ class QNN(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n_qubits={self.n_qubits}, depth={self.depth}, ansatz={self.ansatz.name!r}, "
-            f"n_angles={self.weights.numel()}, real={self.real}"
+            f"n_angles={self.weights.numel()}, real={self.real}, method={self.method!r}"
         )

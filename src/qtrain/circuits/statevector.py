@@ -27,7 +27,7 @@ from torch import Tensor
 from .ansatze import Op
 from .gates import GATES
 
-__all__ = ["Program", "compile_ops", "run", "zero_state"]
+__all__ = ["Program", "compile_ops", "run", "validate_op", "zero_state"]
 
 
 @dataclass
@@ -94,7 +94,12 @@ def _bit(index: Tensor, n: int, wire: int) -> Tensor:
     return (index >> (n - 1 - wire)) & 1
 
 
-def _validate(op: Op, n: int, n_weights: int) -> None:
+def validate_op(op: Op, n: int, n_weights: int) -> None:
+    """Check one op against the gate table, ``n`` wires and ``n_weights`` angles.
+
+    Raises:
+        ValueError: an unknown gate, wrong wire count, a wire or angle index out of range.
+    """
     if op.gate not in GATES:
         raise ValueError(f"unknown gate {op.gate!r} in an ansatz; valid gates: {sorted(GATES)}")
     spec = GATES[op.gate]
@@ -115,7 +120,7 @@ def compile_ops(ops: list[Op], n_qubits: int, n_weights: int) -> Program:
         ValueError: an unknown gate, wrong wire count, a wire or angle index out of range.
     """
     for op in ops:
-        _validate(op, n_qubits, n_weights)
+        validate_op(op, n_qubits, n_weights)
     dim = 2**n_qubits
     basis = torch.arange(dim, dtype=torch.long)
     steps: list = []

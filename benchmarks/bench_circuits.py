@@ -1,0 +1,102 @@
+"""Probabilities forward+backward of each ansatz: qtrain's adjoint path, its autograd
+reference and PennyLane default.qubit (torch interface, backprop), medians over repeats,
+ratios taken in the same run.
+
+    PYTHONPATH=src python benchmarks/bench_circuits.py                 # N = 10..24, L = 16
+    PYTHONPATH=src python benchmarks/bench_circuits.py --n 13 22 --depth 10 --ansatz ry-cnot-ring u3-cu3-ring
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from _common import machine, ms, timeit
+from qtrain.circuits import QNN
+
+try:
+    import pennylane as qml
+except ImportError:  # optional
+    qml = None
+
+
+def pennylane_fn(ansatz: str, n: int, depth: int):
+    dev = qml.device("default.qubit", wires=n)
+
+    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    def circuit(w):
+        if ansatz == "ry-rz-cz":
+            for k in range(n):
+                qml.Hadamard(k)
+        for l in range(depth):
+            for k in range(n):
+                if ansatz == "u3-cu3-ring":
+                    qml.U3(w[l, 0, k, 0], w[l, 0, k, 1], w[l, 0, k, 2], wires=k)
+                elif ansatz == "ry-rz-cz" and l % 2:
+                    qml.RZ(w[l, k], wires=k)
+                else:
+                    qml.RY(w[l, k], wires=k)
+            pairs = [(k, (k + 1) % n) for k in range(n)] if "ring" in ansatz else [(k, k + 1) for k in range(n - 1)]
+            for c, t in pairs:
+                if ansatz == "u3-cu3-ring":
+                    qml.ctrl(qml.U3, control=c)(w[l, 1, c, 0], w[l, 1, c, 1], w[l, 1, c, 2], wires=t)
+                elif ansatz == "ry-rz-cz":
+                    qml.CZ(wires=[c, t])
+                else:
+                    qml.CNOT(wires=[c, t])
+        return qml.probs(wires=range(n))
+
+    return circuit
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, nargs="+", default=list(range(10, 25, 2)))
+    ap.add_argument("--depth", type=int, default=16)
+    ap.add_argument("--ansatz", nargs="+", default=["ry-cnot-ring", "u3-cu3-ring", "ry-cnot-chain", "ry-rz-cz"])
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--autograd-max", type=int, default=16, help="largest N for the autograd reference")
+    ap.add_argument("--pennylane-max", type=int, default=16, help="largest N for PennyLane")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(machine())
+    print(f"probabilities forward+backward, float32, L = {a.depth}; times in ms (median / min)")
+    print(f"{'ansatz':14} {'N':>3} {'adjoint':>19} {'autograd':>19} {'pennylane':>19} {'ag/adj':>7} {'pl/adj':>7}")
+    for ansatz in a.ansatz:
+        for n in a.n:
+            row = {}
+            reps = a.repeats if n <= 18 else max(3, a.repeats // 3)
+            for method in ("adjoint", "autograd"):
+                if method == "autograd" and n > a.autograd_max:
+                    continue
+                qnn = QNN(n, a.depth, ansatz, method=method, seed=0, check_memory=False)
+                proj = torch.randn(2**n, generator=torch.Generator().manual_seed(0))
+
+                def step():
+                    qnn.weights.grad = None
+                    (qnn() @ proj).backward()
+
+                row[method] = timeit(step, reps, warmup=1)
+                del qnn
+            if qml is not None and n <= a.pennylane_max:
+                circuit = pennylane_fn(ansatz, n, a.depth)
+                ref = QNN(n, a.depth, ansatz, seed=0)
+                w = ref.weights.detach().clone().requires_grad_()
+                proj = torch.randn(2**n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+                check = circuit(w.double()).detach()
+                assert torch.allclose(check.float(), ref().detach(), atol=1e-5), "PennyLane circuit differs"
+
+                def pl_step():
+                    w.grad = None
+                    (circuit(w).to(torch.float32) @ proj.to(torch.float32)).backward()  # PennyLane returns float64
+
+                row["pennylane"] = timeit(pl_step, max(3, reps // 3), warmup=1)
+            cell = lambda k: f"{ms(row[k][0])} /{ms(row[k][1])}" if k in row else f"{'-':>19}"  # noqa: E731
+            ratio = lambda k: f"{row[k][0] / row['adjoint'][0]:7.1f}" if k in row else f"{'-':>7}"  # noqa: E731
+            print(f"{ansatz:14} {n:3d} {cell('adjoint')} {cell('autograd')} {cell('pennylane')} {ratio('autograd')} {ratio('pennylane')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Peak extra RSS of building a QNN and one probabilities forward+backward, per N, each
+configuration in a fresh subprocess (ru_maxrss after minus the RSS before building).
+
+    PYTHONPATH=src python benchmarks/bench_memory.py --n 16 18 20 22 24 --depth 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(int(sys.argv[5]))
+from qtrain.circuits import QNN
+n, depth, ansatz, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def rss():  # current RSS in bytes
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+base = rss()
+t0 = time.perf_counter()
+if what == "generator":
+    from qtrain.circuits.qnn import QNN as _Q
+    import qtrain
+    from qtrain.mapping import MappingModel, ProbabilityTransform
+    from qtrain.generator import WeightGenerator
+    m = 2**n
+    qnn = QNN(n, depth, ansatz, seed=0, check_memory=False)
+    gen = WeightGenerator(qnn, ProbabilityTransform(n, m), MappingModel(n + 1, (32, 32), activation="gelu", center=True), n_qubits=n, sizes=[m])
+    built = time.perf_counter()
+    w = gen()
+    (w @ torch.linspace(-1, 1, m)).backward()
+else:
+    qnn = QNN(n, depth, ansatz, method=what, seed=0, check_memory=False)
+    built = time.perf_counter()
+    p = qnn()
+    (p @ torch.linspace(-1, 1, 2**n)).backward()
+done = time.perf_counter()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"extra_mib": (peak - base) / 2**20, "build_s": built - t0, "fwd_bwd_s": done - built}))
+"""
+
+
+def measure(n: int, depth: int, ansatz: str, what: str, threads: int) -> dict:
+    env = dict(os.environ)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(n), str(depth), ansatz, what, str(threads)],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else f"rc={out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, nargs="+", default=[16, 18, 20, 22, 24])
+    ap.add_argument("--depth", type=int, default=10)
+    ap.add_argument("--ansatz", nargs="+", default=["ry-cnot-ring", "u3-cu3-ring"])
+    ap.add_argument("--what", nargs="+", default=["adjoint"], help="adjoint, autograd and/or generator")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _common import machine
+
+    print(machine())
+    print(f"peak extra RSS of build + one forward+backward (fresh process each), L = {a.depth}, float32")
+    print(f"{'ansatz':14} {'what':10} {'N':>3} {'extra MiB':>10} {'build s':>8} {'fwd+bwd s':>10}")
+    for ansatz in a.ansatz:
+        for what in a.what:
+            for n in a.n:
+                r = measure(n, a.depth, ansatz, what, a.threads)
+                if "error" in r:
+                    print(f"{ansatz:14} {what:10} {n:3d} failed: {r['error']}", flush=True)
+                else:
+                    print(f"{ansatz:14} {what:10} {n:3d} {r['extra_mib']:10.1f} {r['build_s']:8.3f} {r['fwd_bwd_s']:10.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

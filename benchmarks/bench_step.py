@@ -1,0 +1,80 @@
+"""One full QT training step vs one plain classical step of the papers' CNN (with ReLUs),
+batch 64 by default, Adam, cross-entropy on random MNIST-shaped data; medians, ratio in
+the same run.
+
+    PYTHONPATH=src python benchmarks/bench_step.py --ansatz ry-cnot-ring --depth 10 --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from _common import machine, ms, timeit
+import qtrain
+from qtrain.models import PaperCNN
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ansatz", default="ry-cnot-ring")
+    ap.add_argument("--depth", type=int, default=10)
+    ap.add_argument("--batch", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--mapping", default="mlp")
+    ap.add_argument("--repeats", type=int, default=41)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(machine())
+    g = torch.Generator().manual_seed(0)
+    for batch in a.batch:
+        x = torch.randn(batch, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+        plain = PaperCNN(activation="relu")
+        opt_c = torch.optim.Adam(plain.parameters(), lr=1e-3)
+
+        def classical():
+            opt_c.zero_grad(set_to_none=True)
+            F.cross_entropy(plain(x), y).backward()
+            opt_c.step()
+
+        results = {}
+        for method in ("adjoint", "autograd"):
+            torch.manual_seed(0)
+            qt = qtrain.QuantumTrain(
+                PaperCNN(activation="relu"), qtrain.QTConfig(depth=a.depth, ansatz=a.ansatz, mapping=a.mapping)
+            )
+            if method == "autograd":  # swap in the reference simulator, same angles
+                ref = qtrain.QNN(qt.n_qubits, a.depth, a.ansatz, method="autograd")
+                with torch.no_grad():
+                    ref.weights.copy_(qt.qnn.weights)
+                qt.generator.source = ref
+            params = [p for p in qt.parameters() if p.requires_grad]
+            opt = torch.optim.Adam(params, lr=1e-3)
+
+            def qt_step():
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(qt(x), y).backward()
+                opt.step()
+
+            results[method] = timeit(qt_step, a.repeats, warmup=3)
+
+        def generate_only():
+            w = qt.generator()
+            w.sum().backward()
+
+        results["classical"] = timeit(classical, a.repeats, warmup=3)
+        # interleave once more so load drifts hit both sides
+        results["classical2"] = timeit(classical, a.repeats, warmup=1)
+        c = min(results["classical"][0], results["classical2"][0])
+        print(f"batch {batch}, {a.ansatz}, L = {a.depth}, mapping {a.mapping!r}: ms median / min")
+        print(f"  classical step     {ms(c)} / {ms(min(results['classical'][1], results['classical2'][1]))}")
+        for method in ("adjoint", "autograd"):
+            m = results[method]
+            print(f"  QT step ({method:8}) {ms(m[0])} / {ms(m[1])}   ratio QT/classical {m[0] / c:5.2f} (min/min {m[1] / min(results['classical'][1], results['classical2'][1]):5.2f})")
+
+
+if __name__ == "__main__":
+    main()
