@@ -26,6 +26,7 @@ from . import baselines
 from ._io import atomic_write
 from ._version import __version__
 from .circuits import QNN, get_ansatz
+from .circuits.fast import supports_fast
 from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
 from .config import QTConfig
 from .generator import WeightGenerator
@@ -74,7 +75,8 @@ def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = N
     ops = get_ansatz(config.ansatz).operations(n, config.depth)
     width = sum(config.resolved_hidden) + 1
     mapping = n_generated * (n + 1 + 3 * width + 8) * elem
-    return int(estimate_circuit_bytes(ops, n, dtype) + mapping)
+    method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
+    return int(estimate_circuit_bytes(ops, n, dtype, method=method) + mapping)
 
 
 def _owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
