@@ -153,3 +153,57 @@ def test_qasm_export_parses_and_reproduces_the_probabilities(ansatz):
     text = to_qasm(qnn.ansatz.operations(3, 2), qnn.weights, 3)
     assert text.startswith("OPENQASM 3.0;") and "c = measure q;" in text
     np.testing.assert_allclose(_interpret(text, 3), qnn().detach().numpy(), atol=1e-12)
+
+
+def test_with_shots_every_generation_is_a_fresh_sample():
+    from qtrain import QTConfig, QuantumTrain
+    from torch import nn
+
+    qt = QuantumTrain(nn.Linear(6, 2), QTConfig(depth=2, shots=200, seed=1))
+    exact = qt.qnn.probabilities().detach()
+    sampled = qt.qnn().detach()
+    assert not torch.equal(sampled, exact)
+    assert torch.equal((sampled * 200).round(), sampled * 200)  # frequencies of 200 shots
+    a, b = qt.generated_state_dict(), qt.generated_state_dict()
+    assert not torch.equal(a["weight"], b["weight"])  # merge / export sample too, as a device would
+    x = torch.randn(3, 6)
+    qt(x).sum().backward()  # the surrogate: sampled forward, exact backward
+    assert qt.qnn.weights.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("diff_method", ["parameter-shift", "spsa", "backprop"])
+def test_shot_training_resumes_bit_for_bit(tmp_path, diff_method):
+    from qtrain import QTConfig
+    from qtrain.experiment import run_job
+    from qtrain.train import TrainConfig
+    from safetensors.torch import load_file
+
+    def run(out, epochs, resume=False):
+        run_job(out, dataset="iris", model="iris-mlp", qt=QTConfig(depth=1, ansatz="ry-cnot-ring", shots=500,
+                diff_method=diff_method, readout_error=0.01), train=TrainConfig(epochs=epochs, batch_size=40, lr=0.01),
+                runs=("qt",), resume=resume, progress=False)
+
+    run(tmp_path / "full", 3)
+    run(tmp_path / "cut", 2)
+    run(tmp_path / "cut", 3, resume=True)
+    a = load_file(str(tmp_path / "full" / "checkpoint-qt.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "checkpoint-qt.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_device_settings_are_validated_and_costed():
+    from qtrain import QTConfig, QuantumTrain
+    from torch import nn
+
+    with pytest.raises(ValueError, match="Invalid `diff_method` 'adjoint'"):
+        QTConfig(diff_method="adjoint")
+    with pytest.raises(ValueError, match="`shots` must be None or a positive int"):
+        QTConfig(shots=0)
+    with pytest.raises(ValueError, match="apply to circuits"):
+        QTConfig(shots=100, generator="tensor-train")
+    with pytest.raises(ValueError, match="`depolarizing` must be a probability"):
+        QTConfig(depolarizing=1.5)
+    qt = QuantumTrain(nn.Linear(6, 2), QTConfig(depth=2, diff_method="parameter-shift", ansatz="ry-cnot-ring"))
+    assert qt.qnn.executions_per_step() == 1 + 2 * qt.n_qubits * 2
+    text = qt.qnn.to_qasm()
+    assert text.count("ry(") == 2 * qt.n_qubits and "qtrain ry-cnot-ring" in text

@@ -65,6 +65,17 @@ class QTConfig:
             ``"subspace"`` (``w = w0 + P z``, no mapping; ``z`` has the whole QT budget:
             QNN angles + mapping). The budget is the QNN this config's ``depth``,
             ``ansatz`` and width would have.
+        shots: ``None`` (exact probabilities) or the number of measurement shots every
+            generation estimates the probabilities from — training forwards,
+            ``generated_state_dict()`` and ``merge_and_unload()`` alike.
+        diff_method: ``"backprop"`` (exact simulator gradient; with shots a
+            simulation-only surrogate: sampled forward, exact backward),
+            ``"parameter-shift"`` (shifted executions, each with ``shots``; what hardware
+            runs) or ``"spsa"``. Costs in executions per step: :meth:`QNN.executions_per_step`.
+        spsa_epsilon: SPSA's perturbation size.
+        depolarizing: global depolarizing probability after each block (exact, on the
+            distribution; before sampling).
+        readout_error: probability that each wire's bit is read flipped.
     """
 
     depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
@@ -83,6 +94,11 @@ class QTConfig:
     device: str | None = field(default=None, metadata={"help": "Device; None = the model's."})
     check_memory: bool = field(default=True, metadata={"help": "Refuse configurations that will not fit."})
     generator: str = field(default="qnn", metadata={"help": "'qnn' or a matched-budget classical baseline."})
+    shots: int | None = field(default=None, metadata={"help": "Measurement shots per execution; None = exact."})
+    diff_method: str = field(default="backprop", metadata={"help": "'backprop', 'parameter-shift' or 'spsa'."})
+    spsa_epsilon: float = field(default=0.1, metadata={"help": "SPSA perturbation size."})
+    depolarizing: float = field(default=0.0, metadata={"help": "Global depolarizing probability per block."})
+    readout_error: float = field(default=0.0, metadata={"help": "Bit-flip probability at readout."})
 
     def __post_init__(self) -> None:
         def need_int(name: str, minimum: int, optional: bool = False) -> None:
@@ -102,6 +118,19 @@ class QTConfig:
         get_ansatz(self.ansatz)  # raises with the valid names
         if self.generator not in GENERATORS:
             raise ValueError(f"Invalid `generator` {self.generator!r}. Must be one of {list(GENERATORS)}.")
+        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1):
+            raise ValueError(f"`shots` must be None or a positive int, got {self.shots!r}")
+        if self.diff_method not in ("backprop", "parameter-shift", "spsa"):
+            raise ValueError(f"Invalid `diff_method` {self.diff_method!r}. Must be one of "
+                             "['backprop', 'parameter-shift', 'spsa'].")
+        for name in ("depolarizing", "readout_error"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"`{name}` must be a probability in [0, 1], got {v!r}")
+            setattr(self, name, float(v))
+        device_like = self.shots is not None or self.diff_method != "backprop" or self.depolarizing or self.readout_error
+        if device_like and self.generator not in ("qnn", "no-entanglement"):
+            raise ValueError(f"`shots`, `diff_method` and noise apply to circuits; `generator`={self.generator!r} has none")
         if self.mapping not in MAPPINGS:
             raise ValueError(f"Invalid `mapping` {self.mapping!r}. Must be one of {list(MAPPINGS)}.")
         if self.mapping_hidden is not None:

@@ -422,7 +422,9 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
     if config.generator == "no-entanglement":
         ansatz = baselines.no_entanglement(ansatz)
     if config.generator in ("qnn", "no-entanglement"):
-        qnn = QNN(n, config.depth, ansatz, dtype=dtype, generator=rng, check_memory=False)
+        qnn = QNN(n, config.depth, ansatz, dtype=dtype, generator=rng, check_memory=False, shots=config.shots,
+                  diff_method=config.diff_method, depolarizing=config.depolarizing,
+                  readout_error=config.readout_error, spsa_epsilon=config.spsa_epsilon, sample_seed=config.seed)
         budget = qnn.weights.numel()
     else:
         # Draw the angles anyway, so the mapping starts exactly as in the QT run it is compared with.

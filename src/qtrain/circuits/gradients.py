@@ -38,8 +38,9 @@ from .ansatze import Op
 from .gates import GATES
 from .measure import exact_probs
 from .noise import depolarize, readout_flip
+from .fast import compile_fast, fast_probabilities, supports_fast
 from .sampling import sample_probs
-from .statevector import Program, compile_ops, run
+from .statevector import compile_ops, run
 
 __all__ = ["SHIFT_RULES", "Executor", "ParameterShift", "SPSA", "executions_per_step"]
 
@@ -88,8 +89,12 @@ class Executor:
         self.n_qubits, self.n_weights, self.depth = n_qubits, n_weights, depth
         self.shots, self.depolarizing, self.readout_error = shots, depolarizing, readout_error
         self.generator = generator
-        self._program = compile_ops(expanded, n_qubits, max(1, len(index)))
-        self._programs: dict[torch.device, Program] = {}
+        self.on_draw = None  # called after every random draw (the QNN saves the sampler state)
+        n_angles = max(1, len(index))
+        # executions are forward-only: the fused simulator when it applies, else the reference
+        self._fast = compile_fast(expanded, n_qubits, n_angles) if supports_fast(expanded) else None
+        self._program = None if self._fast is not None else compile_ops(expanded, n_qubits, n_angles)
+        self._programs: dict[torch.device, object] = {}
 
     def expand(self, weights: Tensor) -> Tensor:
         """Flat weights -> one angle per occurrence."""
@@ -102,17 +107,29 @@ class Executor:
             probs = readout_flip(probs, self.readout_error, self.n_qubits)
         return probs
 
-    def exact(self, angles: Tensor) -> Tensor:
-        """Noisy, not sampled, differentiable probabilities of per-occurrence ``angles``."""
-        if angles.device not in self._programs:
-            self._programs[angles.device] = self._program.to(angles.device)
-        return self.noisy(exact_probs(run(self._programs[angles.device], angles)))
-
     @torch.no_grad()
     def execute(self, angles: Tensor) -> Tensor:
         """One execution: what the device returns for per-occurrence ``angles``."""
-        probs = self.exact(angles)
-        return probs if self.shots is None else sample_probs(probs, self.shots, self.generator)
+        if angles.device not in self._programs:
+            self._programs[angles.device] = (self._fast or self._program).to(angles.device)
+        prog = self._programs[angles.device]
+        probs = fast_probabilities(prog, angles) if self._fast is not None else exact_probs(run(prog, angles))
+        probs = self.noisy(probs)
+        return probs if self.shots is None else self.sample(probs)
+
+    def sample(self, probs: Tensor) -> Tensor:
+        """Estimate ``probs`` from ``shots`` draws of the executor's generator."""
+        out = sample(probs, self.shots, self.generator)
+        if self.on_draw is not None:
+            self.on_draw()
+        return out
+
+    def direction(self, like: Tensor) -> Tensor:
+        """A random +-1 vector shaped like ``like`` (SPSA)."""
+        delta = torch.randint(0, 2, like.shape, generator=self.generator) * 2 - 1
+        if self.on_draw is not None:
+            self.on_draw()
+        return delta.to(like.dtype).to(like.device)
 
     def shift_terms(self) -> list[tuple[int, tuple[tuple[float, float], ...]]]:
         """``(occurrence, rule)`` for every angle occurrence."""
@@ -123,6 +140,13 @@ class Executor:
             for slot, p in enumerate(op.params):
                 terms.append((p, SHIFT_RULES[op.gate][slot]))
         return terms
+
+
+def sample(probs: Tensor, shots: int, generator: torch.Generator | None) -> Tensor:
+    """``sample_probs`` with a CPU generator whatever the device (one small transfer)."""
+    if generator is not None and generator.device != probs.device:
+        return sample_probs(probs.cpu(), shots, generator).to(probs.device)
+    return sample_probs(probs, shots, generator)
 
 
 def executions_per_step(executor: Executor, diff_method: str) -> int:
@@ -175,8 +199,7 @@ class SPSA(torch.autograd.Function):
         (weights,) = ctx.saved_tensors
         ex: Executor = ctx.executor
         w = weights.detach()
-        gen = ex.generator
-        delta = (torch.randint(0, 2, w.shape, generator=gen, device="cpu") * 2 - 1).to(w.dtype).to(w.device)
+        delta = ex.direction(w)
         plus = torch.dot(grad_probs, ex.execute(ex.expand(w + ctx.c * delta)).to(grad_probs.dtype))
         minus = torch.dot(grad_probs, ex.execute(ex.expand(w - ctx.c * delta)).to(grad_probs.dtype))
         return (plus - minus) / (2 * ctx.c) * delta, None, None

@@ -11,7 +11,11 @@ from .ansatze import Ansatz, Op
 from .gates import GATES
 from .measure import exact_probs
 from .fast import FastProgram, compile_fast, fast_probabilities, supports_fast
+from .gradients import SPSA, Executor, ParameterShift, executions_per_step
+from .qasm import to_qasm
 from .statevector import Program, compile_ops, run, validate_op
+
+DIFF_METHODS = ("backprop", "parameter-shift", "spsa")
 
 __all__ = ["METHODS", "QNN", "estimate_circuit_bytes", "resolve_dtype"]
 
@@ -106,6 +110,20 @@ class QNN(nn.Module):
             that un-computes the states, O(2^N) memory) or ``"autograd"`` (the simple
             reference simulator; keeps every intermediate state). Both give the same
             probabilities and gradients to round-off.
+        shots: ``None`` (exact) or the number of measurement shots each execution is
+            estimated from (multinomial; seeded by ``sample_seed``; the sampler's state is
+            the saved buffer ``sampler_state``, so resumed training draws the same stream).
+        diff_method: how gradients are estimated, each with its cost in circuit executions
+            per training step: ``"backprop"`` (default; 1 execution: the exact simulator
+            gradient; with shots a simulation-only *surrogate*: sampled forward, exact
+            backward), ``"parameter-shift"`` (what hardware runs: 1 + 2 executions per
+            one-term angle + 4 per controlled-rotation angle, each with ``shots``) or
+            ``"spsa"`` (3 executions: one random +-1 direction, step ``spsa_epsilon``).
+        depolarizing: global depolarizing probability after each block.
+        readout_error: bit-flip probability at readout (one number, or one per wire).
+
+    Calling the module returns what the configured device reports (noise, then shots);
+    :meth:`probabilities` always returns the exact, noiseless distribution.
 
     Raises:
         ValueError: unknown ansatz (the message lists the valid ones), ``n_qubits`` or
@@ -125,6 +143,12 @@ class QNN(nn.Module):
         generator: torch.Generator | None = None,
         check_memory: bool = True,
         method: str = "adjoint",
+        shots: int | None = None,
+        diff_method: str = "backprop",
+        depolarizing: float = 0.0,
+        readout_error: float | list[float] = 0.0,
+        spsa_epsilon: float = 0.1,
+        sample_seed: int = 0,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -160,6 +184,23 @@ class QNN(nn.Module):
         self._real = all(GATES[op.gate].real for op in ops)
         self._programs: dict[torch.device, Program] = {}  # the reference, compiled on first use
         self._fast: FastProgram | None = compile_fast(ops, n_qubits, n_weights) if method == "adjoint" else None
+        if diff_method not in DIFF_METHODS:
+            raise ValueError(f"Invalid `diff_method` {diff_method!r}. Must be one of {list(DIFF_METHODS)}.")
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+            raise ValueError(f"`shots` must be None or a positive int, got {shots!r}")
+        if not 0 <= depolarizing <= 1:
+            raise ValueError(f"`depolarizing` must be in [0, 1], got {depolarizing}")
+        self.shots, self.diff_method, self.spsa_epsilon = shots, diff_method, spsa_epsilon
+        self.depolarizing, self.readout_error = depolarizing, readout_error
+        self._device_like = shots is not None or diff_method != "backprop" or depolarizing or readout_error
+        if self._device_like:
+            self._sampler = torch.Generator().manual_seed(sample_seed)
+            self.register_buffer("sampler_state", self._sampler.get_state())
+            self._executor = Executor(ops, n_qubits, n_weights, depth, shots=shots, depolarizing=depolarizing,
+                                      readout_error=readout_error, generator=self._sampler)
+            self._executor.on_draw = self._save_sampler
+            if diff_method == "parameter-shift":
+                self._executor.shift_terms()  # a gate without a shift rule fails here, not mid-training
 
     @property
     def real(self) -> bool:
@@ -186,8 +227,40 @@ class QNN(nn.Module):
         return exact_probs(self.state())
 
     def forward(self) -> Tensor:
-        """Same as :meth:`probabilities`."""
-        return self.probabilities()
+        """What the configured device reports: the exact probabilities, after noise, then
+        estimated from ``shots`` (differentiated as ``diff_method`` says). Without shots
+        and noise, the same as :meth:`probabilities`."""
+        if not self._device_like:
+            return self.probabilities()
+        saved = self.sampler_state.cpu()
+        if not torch.equal(saved, self._sampler.get_state()):  # restored from a checkpoint
+            self._sampler.set_state(saved)
+        if self.diff_method == "parameter-shift":
+            return ParameterShift.apply(self.weights, self._executor)
+        if self.diff_method == "spsa":
+            return SPSA.apply(self.weights, self._executor, self.spsa_epsilon)
+        probs = self._executor.noisy(self.probabilities())
+        if self.shots is None:
+            return probs
+        # the surrogate: sampled values forward, the exact gradient backward
+        return probs + (self._executor.sample(probs) - probs).detach()
+
+    def _save_sampler(self) -> None:
+        # every draw (forward or backward) is recorded, so a checkpoint resumes the stream exactly
+        self.sampler_state.copy_(self._sampler.get_state())
+
+    def executions_per_step(self) -> int:
+        """Circuit executions one training step costs with this ``diff_method``."""
+        return executions_per_step(self._executor, self.diff_method) if self._device_like else 1
+
+    def to_qasm(self, path: str | None = None) -> str:
+        """The circuit with its current angles as OpenQASM 3 (and written to ``path``)."""
+        text = to_qasm(self._ops, self.weights, self.n_qubits,
+                       comment=f"qtrain {self.ansatz.name} n_qubits={self.n_qubits} depth={self.depth}")
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return text
 
     def extra_repr(self) -> str:
         return (
