@@ -30,3 +30,16 @@ def test_quick_iris_study_writes_tables_and_a_rerun_skips_finished_jobs(tmp_path
     assert cli.main(args) == 0
     assert "->" not in capsys.readouterr().err  # nothing re-ran
     assert (out / "qt-L1-seed0" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_quick_shots_study_tabulates_executions_and_accuracy(tmp_path, monkeypatch):
+    from qtrain import reproduce
+
+    monkeypatch.setattr(reproduce, "SHOTS_TASKS", {"iris": reproduce.SHOTS_TASKS["iris"]})
+    assert cli.main(["reproduce", "shots", "--quick", "--seeds", "0", "--out", str(tmp_path), "--no-progress"]) == 0
+    records = json.loads((tmp_path / "shots-quick" / "results.json").read_text())
+    by = {(r["estimator"], r["shots"]): r for r in records}
+    assert set(by) == {("backprop", 100), ("backprop", None), ("parameter-shift", 100), ("parameter-shift", None)}
+    assert by[("parameter-shift", 100)]["executions_per_step"] == 1 + 14 * 7 * 2  # u3-cu3-ring, N = 7, L = 2
+    assert by[("backprop", 100)]["executions_per_step"] == 1
+    assert (tmp_path / "shots-quick" / "shots.png").is_file()

@@ -28,7 +28,7 @@ from .export import export_onnx
 from .model import QuantumTrain, estimate_memory
 from .models import MODELS, build_model
 from .compare import METHODS, parse_budget, run_compare
-from .reproduce import EXPERIMENTS, run_experiment
+from .reproduce import EXPERIMENTS, run_experiment, run_shots_study
 from .resources import format_bytes
 from .train import TrainConfig
 
@@ -91,6 +91,10 @@ def _report(summary: dict, files: str) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.experiment == "shots":
+        summary = run_shots_study(seeds=args.seeds, out=args.out, quick=args.quick, progress=not args.no_progress,
+                                  log=_err)
+        return _report(summary, "results.md, results.json, shots.png")
     summary = run_experiment(args.experiment, seeds=args.seeds, out=args.out, quick=args.quick,
                              data_dir=args.data_dir, progress=not args.no_progress, log=_err)
     return _report(summary, "results.md, results.csv, results.json, summary.png, loss_curves.png")
@@ -173,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a preset seed by seed. Rerunning the same command continues unfinished runs "
                        "from their checkpoints and skips finished ones. " + " ".join(
                            f"{e.name}: {e.model} on {e.dataset}, L in {list(e.depths)}." for e in EXPERIMENTS.values()))
-    p.add_argument("experiment", choices=sorted(EXPERIMENTS), help="which preset")
+    p.add_argument("experiment", choices=[*sorted(EXPERIMENTS), "shots"],
+                   help="which preset ('shots': accuracy vs measurement shots on iris and digits)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--quick", action="store_true", help="a smoke test: 1 epoch, 2 depths, a data subset")
     p.add_argument("--out", default="runs/reproduce", metavar="DIR", help="parent directory (default: runs/reproduce)")

@@ -266,3 +266,95 @@ def _loss_curves(out: Path, depths: tuple[int, ...], seeds: list[int], plt) -> N
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=120)
     plt.close(fig)
+
+
+# --- the shots study (2402.16465 studies accuracy vs measurement shots) -------------------
+
+SHOTS_GRID = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, None)
+SHOTS_TASKS = {
+    "iris": {"dataset": "iris", "model": "iris-mlp", "qt": {"depth": 2, "ansatz": "u3-cu3-ring"},
+             "train": {"epochs": 30, "batch_size": 16, "lr": 1e-2}},
+    "digits": {"dataset": "digits", "model": "digits-cnn", "qt": {"depth": 2, "ansatz": "ry-cnot-ring"},
+               "train": {"epochs": 10, "batch_size": 64, "lr": 1e-2}},
+}
+SHOTS_ESTIMATORS = ("backprop", "parameter-shift")
+
+
+def run_shots_study(*, seeds: list[int], out: str | Path, quick: bool = False, progress: bool = True,
+                    log=None) -> dict:
+    """Accuracy vs measurement shots on Iris and the digits images, for the surrogate
+    (``backprop``: sampled forward, exact backward) and the ``parameter-shift``
+    estimator, with the executions each step costs. Resumable like the other presets."""
+    out = Path(out) / ("shots-quick" if quick else "shots")
+    grid = (100, None) if quick else SHOTS_GRID
+    plan = [(t, e, s, seed) for t in SHOTS_TASKS for e in SHOTS_ESTIMATORS for s in grid for seed in seeds]
+    for i, (task, est, shots, seed) in enumerate(plan, 1):
+        spec = SHOTS_TASKS[task]
+        train = {**spec["train"], **({"epochs": 1} if quick else {})}
+        job_dir = out / task / f"{est}-shots{shots or 'exact'}-seed{seed}"
+        if _finished(job_dir, train["epochs"]):
+            continue
+        if log is not None:
+            log(f"[{i}/{len(plan)}] {task} {est} shots={shots or 'exact'} seed {seed} -> {job_dir}")
+        qt = QTConfig(**spec["qt"], shots=shots, diff_method=est, seed=seed)
+        run_job(job_dir, dataset=spec["dataset"], model=spec["model"], qt=qt, train=TrainConfig(**train, seed=seed),
+                runs=("qt",), resume=True, progress=progress, log=log,
+                **({"limit_train": 256, "limit_test": 128} if quick else {}))
+    return summarize_shots(out, seeds, grid)
+
+
+def summarize_shots(out: Path, seeds: list[int], grid) -> dict:
+    """``results.md`` / ``results.json`` / ``shots.png`` from the finished shot runs."""
+    from .circuits import QNN
+
+    table = ["| task | estimator | shots per execution | executions per step | shots per step | seeds | "
+             "test acc % | gap (CE) |", "|---|---|---|---|---|---|---|---|"]
+    records = []
+    for task, spec in SHOTS_TASKS.items():
+        for est in SHOTS_ESTIMATORS:
+            for shots in grid:
+                runs = []
+                for seed in seeds:
+                    path = out / task / f"{est}-shots{shots or 'exact'}-seed{seed}" / "results.json"
+                    if path.exists():
+                        runs.append(json.loads(path.read_text())["qt"])
+                if not runs:
+                    continue
+                qnn = QNN(runs[0]["n_qubits"], spec["qt"]["depth"], spec["qt"]["ansatz"], diff_method=est,
+                          shots=shots, check_memory=False)
+                execs = qnn.executions_per_step()
+                per_step = "—" if shots is None else f"{execs * shots:.1e}"
+                acc = [r["test_acc"] for r in runs]
+                table.append(f"| {task} | {est} | {shots or 'exact'} | {execs} | {per_step} | {len(runs)} | "
+                             f"{_fmt(acc)} | {_fmt([r['gap'] for r in runs], 1.0, 4)} |")
+                m, s = _mean_std(acc)
+                records.append({"task": task, "estimator": est, "shots": shots, "executions_per_step": execs,
+                                "seeds": len(runs), "test_acc_mean": m, "test_acc_std": s})
+    (out / "results.md").write_text("# qtrain reproduce shots\n\n" + "\n".join(table) + "\n")
+    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {"table": "\n".join(table), "records": records, "dir": str(out)}
+    fig, axes = plt.subplots(1, len(SHOTS_TASKS), figsize=(6 * len(SHOTS_TASKS), 4), squeeze=False)
+    for ax, task in zip(axes[0], SHOTS_TASKS):
+        for est in SHOTS_ESTIMATORS:
+            pts = [(r["shots"], r["test_acc_mean"] * 100, r["test_acc_std"] * 100) for r in records
+                   if r["task"] == task and r["estimator"] == est and r["shots"]]
+            exact = [r for r in records if r["task"] == task and r["estimator"] == est and r["shots"] is None]
+            if pts:
+                x, y, e = zip(*sorted(pts))
+                line = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=est)
+                if exact:
+                    ax.axhline(exact[0]["test_acc_mean"] * 100, ls="--", color=line[0].get_color(), alpha=0.6,
+                               label=f"{est}, exact")
+        ax.set(xscale="log", xlabel="shots per circuit execution", ylabel="test accuracy (%)", title=task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "shots.png", dpi=120)
+    plt.close(fig)
+    return {"table": "\n".join(table), "records": records, "dir": str(out)}
