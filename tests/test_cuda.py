@@ -1,0 +1,43 @@
+"""The CUDA path equals the CPU path (runs where a GPU is present; this suite's CPU CI skips it)."""
+
+import pytest
+import torch
+
+from models import BatchNormNet
+from qtrain import QNN, QTConfig, QuantumTrain
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+ANSATZE = ["u3-cu3-ring", "ry-cnot-ring", "ry-cnot-chain", "ry-rz-cz"]
+
+
+@pytest.mark.parametrize("method", ["adjoint", "autograd"])
+@pytest.mark.parametrize("ansatz", ANSATZE)
+def test_qnn_on_cuda_matches_cpu(ansatz, method):
+    cpu = QNN(6, 3, ansatz, dtype=torch.float64, seed=0, method=method)
+    gpu = QNN(6, 3, ansatz, dtype=torch.float64, seed=0, method=method, device="cuda")
+    v = torch.randn(64, dtype=torch.float64)
+    (cpu() @ v).backward()
+    (gpu() @ v.cuda()).backward()
+    torch.testing.assert_close(gpu.probabilities().cpu(), cpu.probabilities(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(gpu.weights.grad.cpu(), cpu.weights.grad, atol=1e-10, rtol=0)
+
+
+def test_quantum_train_on_cuda_matches_cpu_and_merges():
+    torch.manual_seed(0)
+    cpu = QuantumTrain(BatchNormNet(), QTConfig(depth=2, dtype="float64")).eval()
+    torch.manual_seed(0)
+    gpu = QuantumTrain(BatchNormNet(), QTConfig(depth=2, dtype="float64", device="cuda")).eval()
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), atol=1e-5, rtol=0)
+    plain = gpu.merge_and_unload()
+    assert next(plain.parameters()).is_cuda
+    torch.testing.assert_close(plain(x.cuda()), gpu(x.cuda()), atol=1e-6, rtol=0)
+
+
+def test_shots_and_parameter_shift_run_on_cuda():
+    qnn = QNN(4, 2, "ry-cnot-ring", dtype=torch.float64, device="cuda", shots=1000, diff_method="parameter-shift")
+    p = qnn()
+    assert p.is_cuda and abs(float(p.sum()) - 1) < 1e-9
+    (p @ torch.arange(16.0, dtype=torch.float64, device="cuda")).backward()
+    assert qnn.weights.grad.is_cuda
