@@ -41,3 +41,13 @@ def test_compare_runs_each_method_and_writes_the_table(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(args) == 0
     assert "->" not in capsys.readouterr().err  # finished runs are skipped
+
+
+def test_a_rerun_with_other_settings_is_refused_not_reported_stale(tmp_path, capsys):
+    base = ["compare", "--dataset", "iris", "--model", "iris-mlp", "--budget-from", "depth=1", "--methods", "qnn",
+            "--epochs", "1", "--out", str(tmp_path), "--no-progress"]
+    assert cli.main([*base, "--seeds", "0", "0"]) == 0  # a repeated seed runs and counts once
+    assert json.loads((tmp_path / "results.json").read_text())[0]["seeds"] == 1
+    capsys.readouterr()
+    assert cli.main([*base, "--seeds", "0", "--lr", "0.5"]) == 2
+    assert "other settings" in capsys.readouterr().err

@@ -207,3 +207,28 @@ def test_device_settings_are_validated_and_costed():
     assert qt.qnn.executions_per_step() == 1 + 2 * qt.n_qubits * 2
     text = qt.qnn.to_qasm()
     assert text.count("ry(") == 2 * qt.n_qubits and "qtrain ry-cnot-ring" in text
+
+
+def test_with_shots_the_reported_accuracy_is_the_saved_models(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from qtrain import QTConfig, cli, data
+    from qtrain.experiment import run_job
+    from qtrain.models import IrisMLP
+    from qtrain.train import TrainConfig
+
+    out = tmp_path / "run"
+    run_job(out, dataset="iris", model="iris-mlp", qt=QTConfig(depth=1, shots=100), runs=("qt",), progress=False,
+            train=TrainConfig(epochs=2, batch_size=40, lr=0.01))
+    reported = json.loads((out / "results.json").read_text())["qt"]
+    ds = data.load_dataset("iris", seed=0)
+    for name in ("model.safetensors", "export/model.safetensors"):
+        if name.startswith("export"):
+            assert cli.main(["export", str(out), "--no-onnx"]) == 0
+        plain = IrisMLP()
+        plain.load_state_dict(load_file(str(out / name)))
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(plain(ds.x_test), ds.y_test).item()
+        assert abs(loss - reported["test_loss"]) < 1e-6, name

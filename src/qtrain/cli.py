@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .circuits import ANSATZE
 from .config import GENERATORS, MAPPINGS, QTConfig
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_checkpoint_meta
 from .data import DATASETS, DatasetUnavailable
 from .experiment import _save_plain, run_job
 from .export import export_onnx
@@ -112,22 +112,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
     run = Path(args.run)
     try:
-        job = json.loads((run / "config.json").read_text())["job"]
+        saved = json.loads((run / "config.json").read_text())
+        job = saved["job"]
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{run} is not a `qtrain train` output directory (config.json: {e})") from None
-    qt = QuantumTrain.from_pretrained(build_model(job["model"]), run / "qt")
-    plain = qt.merge_and_unload().eval()
+    plain = build_model(job["model"], job.get("width", 1.0))
+    if (run / "model.safetensors").is_file():  # the finished run's model: exactly what was reported
+        plain.load_state_dict(load_file(str(run / "model.safetensors")))
+        source = "model.safetensors"
+    elif (run / "checkpoint-qt.safetensors").is_file():  # an unfinished run: its last epoch
+        meta = read_checkpoint_meta(run / "checkpoint-qt.safetensors")
+        qt = QuantumTrain(plain, QTConfig.from_dict(job["qt"]))
+        state = load_file(str(run / "checkpoint-qt.safetensors"))
+        qt.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        plain = qt.merge_and_unload()
+        source = f"checkpoint-qt.safetensors (epoch {meta['epoch']})"
+    else:
+        raise FileNotFoundError(f"{run} has neither model.safetensors nor checkpoint-qt.safetensors")
+    plain.eval()
     out = Path(args.out or run / "export")
     out.mkdir(parents=True, exist_ok=True)
     _save_plain(plain, out / "model.safetensors")
     written = ["model.safetensors"]
     if not args.no_onnx:
-        shape = json.loads((run / "config.json").read_text())["data"]["input_shape"]
-        export_onnx(plain, torch.zeros(1, *shape), out / "model.onnx")
+        export_onnx(plain, torch.zeros(1, *saved["data"]["input_shape"]), out / "model.onnx")
         written.append("model.onnx")
-    print(f"wrote {out}/: {', '.join(written)} ({job['model']}, {qt.n_generated:,} weights)")
+    print(f"wrote {out}/: {', '.join(written)} ({job['model']}, from {source})")
     return 0
 
 

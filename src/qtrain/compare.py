@@ -61,6 +61,7 @@ def run_compare(
         raise ValueError(f"Invalid method(s) {unknown}. Must be among {list(METHODS)}.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    seeds = sorted(set(seeds))
     plan = []
     for budget in budgets:
         tag = "-".join(f"{k}{v}" for k, v in budget.items())
@@ -69,13 +70,9 @@ def run_compare(
                 plan.append((tag, budget, method, seed, out / tag / f"{method}-seed{seed}"))
     for i, (tag, budget, method, seed, job_dir) in enumerate(plan, 1):
         cfg = QTConfig(**{**qt, **budget, "seed": seed, "generator": "qnn" if method == "small-classical" else method})
-        if (job_dir / "results.json").exists() and json.loads((job_dir / "results.json").read_text()).get(
-            "qt" if method != "small-classical" else "classical", {}).get("epochs", 0) >= train["epochs"]:
-            continue
-        if log is not None:
-            log(f"[{i}/{len(plan)}] {tag} {method} seed {seed} -> {job_dir}")
         kwargs = dict(dataset=dataset, data_dir=data_dir, qt=cfg, train=TrainConfig(**train, seed=seed), resume=True,
-                      progress=progress, log=log, **(limits or {}))
+                      skip_finished=True, label=f"[{i}/{len(plan)}] {tag} {method} seed {seed}", progress=progress,
+                      log=log, **(limits or {}))
         if method == "small-classical":
             from .model import QuantumTrain
             from .models import build_model

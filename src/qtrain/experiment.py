@@ -30,7 +30,7 @@ from .config import QTConfig
 from .data import load_dataset
 from .model import QuantumTrain
 from .models import build_model, count_parameters
-from .train import TrainConfig, fit
+from .train import TrainConfig, final_metrics, fit
 
 __all__ = ["run_job", "plot_curves"]
 
@@ -65,15 +65,23 @@ def run_job(
     limit_train: int | None = None,
     limit_test: int | None = None,
     resume: bool = False,
+    skip_finished: bool = False,
+    label: str | None = None,
     progress: bool = True,
     log=None,
 ) -> dict:
     """Train QT and/or the classical model into ``out``; returns the results dict.
 
+    The QT results and ``model.safetensors`` come from one final generation: with shots,
+    the reported accuracy is exactly that of the saved model.
+
     Args:
         width: the model family's width multiplier (1 = the model as named).
         runs: ``("qt", "classical")`` (default), or one of them.
         limit_train, limit_test: keep only the first examples of each split (smoke runs).
+        skip_finished: return the saved results, touching nothing, when ``out`` holds a
+            finished job with exactly these settings.
+        label: logged (with ``out``) when the job actually trains.
 
     Raises:
         FileExistsError: ``out`` already holds a job and ``resume`` is False.
@@ -87,6 +95,14 @@ def run_job(
         raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
     job = _job_config(dataset, data_dir, model, width, qt, train, tuple(runs), (limit_train, limit_test))
     cfg_path = out / "config.json"
+    if skip_finished and (out / "results.json").exists() and cfg_path.exists():
+        try:
+            if json.loads(cfg_path.read_text())["job"] == job:
+                return json.loads((out / "results.json").read_text())
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{out}: damaged config.json or results.json ({e})") from None
+    if label is not None and log is not None:
+        log(f"{label} -> {out}")
     if cfg_path.exists():
         if not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -127,9 +143,11 @@ def run_job(
         qt_model = QuantumTrain(build_model(model, width), qt)
         histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
                               progress=progress, desc="QT")
-        _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
+        with torch.no_grad(), qt_model.cached_weights():  # one generation: reported == saved
+            final = final_metrics(qt_model, data)
+            _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
         qt_model.save_pretrained(out / "qt")
-        results["qt"] = _summary(histories["qt"], qt_model.n_trainable)
+        results["qt"] = {**_summary(histories["qt"], qt_model.n_trainable), **final}
         results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
     if "classical" in runs:
         torch.manual_seed(train.seed)

@@ -294,10 +294,13 @@ class QuantumTrain(nn.Module):
         ``nn.Parameter`` s (tied ones shared again), buffers and frozen parameters as they
         are. It is an instance of your class and needs no qtrain to run.
 
+        Inside a :meth:`cached_weights` block the cached generation is used (with shots:
+        the very sample that block evaluated with).
+
         .. warning:: Not in place: ``qt`` keeps working; the copy does not follow later training.
         """
         with torch.no_grad():
-            weights = self.generate_weights()
+            weights = self._cache if self._cache is not None else self.generate_weights()
         plain = copy.deepcopy(self.model)
         plain._forward_pre_hooks.pop(self._guard.id, None)
         for slot in self.layout.slots:

@@ -82,6 +82,17 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
     return total_loss / len(y), correct / len(y)
 
 
+def final_metrics(model: nn.Module, data: Dataset) -> dict:
+    """Train and test loss/accuracy and the gap, both sets scored with *one* weight
+    generation (with shots, every generation is a different sample)."""
+    ctx = model.cached_weights() if isinstance(model, QuantumTrain) else nullcontext()
+    with torch.no_grad(), ctx:
+        train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+    return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+            "gap": test_loss - train_loss}
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -147,18 +158,11 @@ def fit(
             opt.step()
             running += loss.detach() * len(idx)
         sched.step(float(running) / n)
-        train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "gap": test_loss - train_loss,
+        record = {"epoch": epoch, **final_metrics(model, data)}
+        record.update({
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
-        }
+        })
         history.append(record)
         if checkpoint is not None:
             save_checkpoint(checkpoint, epoch=epoch, history=history, settings=settings, **state)
