@@ -203,6 +203,17 @@ def test_device_settings_are_validated_and_costed():
         QTConfig(shots=100, generator="tensor-train")
     with pytest.raises(ValueError, match="`depolarizing` must be a probability"):
         QTConfig(depolarizing=1.5)
+    with pytest.raises(ValueError, match="`spsa_epsilon` must be a positive number"):
+        QTConfig(spsa_epsilon=0)
+    with pytest.raises(ValueError, match="`readout_error` must be one probability or 3"):
+        QNN(3, 1, readout_error=[0.1, 0.2])
+    with pytest.raises(ValueError, match="`readout_error` must be one probability or 3"):
+        QNN(3, 1, readout_error=1.7)
+    per_wire = QTConfig(readout_error=[0.01, 0.02, 0.0])
+    assert per_wire.readout_error == (0.01, 0.02, 0.0) and QTConfig.from_json(per_wire.to_json()) == per_wire
+    qt_ro = QuantumTrain(nn.Linear(2, 2), QTConfig(depth=1, readout_error=[0.2, 0.0, 0.0]))
+    p = qt_ro.qnn().detach()
+    torch.testing.assert_close(p, readout_flip(qt_ro.qnn.probabilities().detach(), [0.2, 0.0, 0.0], 3))
     qt = QuantumTrain(nn.Linear(6, 2), QTConfig(depth=2, diff_method="parameter-shift", ansatz="ry-cnot-ring"))
     assert qt.qnn.executions_per_step() == 1 + 2 * qt.n_qubits * 2
     text = qt.qnn.to_qasm()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -75,7 +76,8 @@ class QTConfig:
         spsa_epsilon: SPSA's perturbation size.
         depolarizing: global depolarizing probability after each block (exact, on the
             distribution; before sampling).
-        readout_error: probability that each wire's bit is read flipped.
+        readout_error: probability that a wire's bit is read flipped: one number for all
+            wires, or a sequence with one per wire (wire 0 first).
     """
 
     depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
@@ -98,7 +100,9 @@ class QTConfig:
     diff_method: str = field(default="backprop", metadata={"help": "'backprop', 'parameter-shift' or 'spsa'."})
     spsa_epsilon: float = field(default=0.1, metadata={"help": "SPSA perturbation size."})
     depolarizing: float = field(default=0.0, metadata={"help": "Global depolarizing probability per block."})
-    readout_error: float = field(default=0.0, metadata={"help": "Bit-flip probability at readout."})
+    readout_error: float | tuple[float, ...] = field(
+        default=0.0, metadata={"help": "Bit-flip probability at readout: one for all wires, or one per wire."}
+    )
 
     def __post_init__(self) -> None:
         def need_int(name: str, minimum: int, optional: bool = False) -> None:
@@ -123,12 +127,21 @@ class QTConfig:
         if self.diff_method not in ("backprop", "parameter-shift", "spsa"):
             raise ValueError(f"Invalid `diff_method` {self.diff_method!r}. Must be one of "
                              "['backprop', 'parameter-shift', 'spsa'].")
-        for name in ("depolarizing", "readout_error"):
-            v = getattr(self, name)
+        def probability(name: str, v) -> float:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ValueError(f"`{name}` must be a probability in [0, 1], got {v!r}")
-            setattr(self, name, float(v))
-        device_like = self.shots is not None or self.diff_method != "backprop" or self.depolarizing or self.readout_error
+                raise ValueError(f"`{name}` must be a probability in [0, 1] (or, for readout_error, a list of them), "
+                                 f"got {v!r}")
+            return float(v)
+
+        self.depolarizing = probability("depolarizing", self.depolarizing)
+        if isinstance(self.readout_error, (list, tuple)):
+            self.readout_error = tuple(probability("readout_error", v) for v in self.readout_error)
+        else:
+            self.readout_error = probability("readout_error", self.readout_error)
+        if not (isinstance(self.spsa_epsilon, (int, float)) and self.spsa_epsilon > 0 and math.isfinite(self.spsa_epsilon)):
+            raise ValueError(f"`spsa_epsilon` must be a positive number, got {self.spsa_epsilon!r}")
+        device_like = self.shots is not None or self.diff_method != "backprop" or self.depolarizing or any(
+            self.readout_error if isinstance(self.readout_error, tuple) else (self.readout_error,))
         if device_like and self.generator not in ("qnn", "no-entanglement"):
             raise ValueError(f"`shots`, `diff_method` and noise apply to circuits; `generator`={self.generator!r} has none")
         if self.mapping not in MAPPINGS:
@@ -184,8 +197,9 @@ class QTConfig:
     def to_dict(self) -> dict:
         """Plain JSON-able dict, with the qtrain version that wrote it."""
         d = asdict(self)
-        if d["mapping_hidden"] is not None:
-            d["mapping_hidden"] = list(d["mapping_hidden"])
+        for key in ("mapping_hidden", "readout_error"):
+            if isinstance(d[key], tuple):
+                d[key] = list(d[key])
         d["qtrain_version"] = __version__
         return d
 

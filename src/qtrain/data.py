@@ -250,4 +250,8 @@ def load_dataset(name: str, *, seed: int = 0, root: str | os.PathLike | None = N
         if root is not None:
             raise ValueError(f"dataset {name!r} comes with scikit-learn; it takes no directory (got {root!r})")
         return DATASETS[name](seed)
-    return DATASETS[name](seed, None if root is None else str(root))
+    try:
+        return DATASETS[name](seed, None if root is None else str(root))
+    except (OSError, EOFError, struct.error, pickle.UnpicklingError, ValueError, KeyError) as e:
+        # a damaged or foreign file: one line naming the problem, not a traceback
+        raise DatasetUnavailable(f"dataset {name!r}: cannot read its files ({type(e).__name__}: {e})") from None

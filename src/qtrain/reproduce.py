@@ -185,7 +185,9 @@ def summarize(name: str, out: str | Path, *, seeds: list[int], depths: tuple[int
                         "test_acc_mean": m, "test_acc_std": s, "gap_mean": g, "gap_std": gs,
                         "published_test_acc": r["published"],
                         "train_seconds_mean": _mean_std([x["train_seconds"] for x in runs])[0]})
-    title = f"# qtrain reproduce {name}{' --quick' if quick else ''}\n\n{exp.note}\n\n"
+    sources = sorted({json.loads(c.read_text())["data"]["source"] for c in out.glob("*/config.json")})
+    title = (f"# qtrain reproduce {name}{' --quick' if quick else ''}\n\n{exp.note}\n\n"
+             + "".join(f"Data: {src}.\n" for src in sources) + "\n")
     (out / "results.md").write_text(title + "\n".join(table) + "\n")
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(records[0]))

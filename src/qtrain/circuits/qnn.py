@@ -190,9 +190,14 @@ class QNN(nn.Module):
             raise ValueError(f"`shots` must be None or a positive int, got {shots!r}")
         if not 0 <= depolarizing <= 1:
             raise ValueError(f"`depolarizing` must be in [0, 1], got {depolarizing}")
+        errors = list(readout_error) if isinstance(readout_error, (list, tuple)) else [readout_error]
+        if len(errors) not in (1, n_qubits) or not all(0 <= e <= 1 for e in errors):
+            raise ValueError(f"`readout_error` must be one probability or {n_qubits} (one per wire), got {readout_error!r}")
+        if not spsa_epsilon > 0:
+            raise ValueError(f"`spsa_epsilon` must be positive, got {spsa_epsilon}")
         self.shots, self.diff_method, self.spsa_epsilon = shots, diff_method, spsa_epsilon
         self.depolarizing, self.readout_error = depolarizing, readout_error
-        self._device_like = shots is not None or diff_method != "backprop" or depolarizing or readout_error
+        self._device_like = shots is not None or diff_method != "backprop" or depolarizing or any(errors)
         if self._device_like:
             self._sampler = torch.Generator().manual_seed(sample_seed)
             self.register_buffer("sampler_state", self._sampler.get_state())
