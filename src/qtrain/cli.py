@@ -154,7 +154,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("model", args.model),
         ("generated weights M", f"{c['generated']:,}"),
         ("qubits N", str(c["n_qubits"])),
-        ("QNN angles", f"{c['qnn']:,}"),
+        ("QNN angles" if cfg.generator == "qnn" else f"{cfg.generator} parameters", f"{c['qnn']:,}"),
         ("mapping", f"{c['mapping']:,}"),
         ("trainable", f"{c['trainable']:,}"),
         ("compression M / trainable", f"{c['generated'] / c['trainable']:.2f}"),
