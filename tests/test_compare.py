@@ -51,3 +51,20 @@ def test_a_rerun_with_other_settings_is_refused_not_reported_stale(tmp_path, cap
     capsys.readouterr()
     assert cli.main([*base, "--seeds", "0", "--lr", "0.5"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_learning_rate_search_chooses_on_validation_and_reports_test(tmp_path):
+    args = ["compare", "--dataset", "iris", "--model", "iris-mlp", "--budget-from", "depth=1", "--methods", "qnn",
+            "small-classical", "--seeds", "0", "--epochs", "2", "--lrs", "1e-4", "3e-2", "--out", str(tmp_path),
+            "--no-progress"]
+    assert cli.main(args) == 0
+    records = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    for method, rec in records.items():
+        runs = {lr: json.loads((tmp_path / "depth1" / f"{method}-lr{lr:g}-seed0" / "results.json").read_text())
+                for lr in (1e-4, 3e-2)}
+        key = "classical" if method == "small-classical" else "qt"
+        val = {lr: r[key]["val_acc"] for lr, r in runs.items()}
+        assert rec["lr"] == max(val, key=lambda k: (val[k], -k))  # best validation accuracy wins
+        assert rec["test_acc_mean"] == runs[rec["lr"]][key]["test_acc"]
+        config = json.loads((tmp_path / "depth1" / f"{method}-lr0.0001-seed0" / "config.json").read_text())
+        assert config["data"]["n_val"] == 12 and config["data"]["n_train"] == 108

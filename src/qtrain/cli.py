@@ -107,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     qt = {"ansatz": args.ansatz, "mapping": args.mapping, "device": args.device}
     limits = {"limit_train": 512, "limit_test": 256} if args.quick else None
     summary = run_compare(dataset=args.dataset, model=args.model, budgets=budgets, seeds=args.seeds, train=train,
-                          qt=qt, methods=tuple(args.methods), out=args.out, data_dir=args.data_dir, limits=limits,
+                          qt=qt, lrs=args.lrs, methods=tuple(args.methods), out=args.out, data_dir=args.data_dir, limits=limits,
                           progress=not args.no_progress, log=_err)
     return _report(summary, "results.md, results.json, accuracy_vs_trainable.png")
 
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="epochs for every run (default: 10)")
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default: 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate for every run (default: 1e-3)")
+    p.add_argument("--lrs", type=float, nargs="+", metavar="LR",
+                   help="learning-rate search, the same for every method: each keeps the rate with the best "
+                   "validation accuracy (10%% of the training set held out); test accuracy is reported at it")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--quick", action="store_true", help="a smoke test on a 512/256 data subset")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="output directory (default: runs/compare)")

@@ -3,7 +3,10 @@
 For each budget (a QT configuration such as ``depth=16``) and seed, QT and every
 baseline (:mod:`qtrain.baselines`, plus ``small-classical``: the widest member of the
 model's family with at most the QT budget of trainable weights) are trained with the
-same data, epochs, optimiser and learning rate. Each run is a resumable
+same data, epochs and optimiser. With several learning rates (``lrs``) every method gets
+the same search: 10% of the training set is held out, each method keeps the learning
+rate with the best mean validation accuracy over seeds, and its *test* accuracy at that
+rate is reported (the test set is never used to choose). Each run is a resumable
 :func:`~qtrain.experiment.run_job` directory; rerunning continues and skips what finished.
 """
 
@@ -48,6 +51,7 @@ def run_compare(
     seeds: list[int],
     train: dict,
     qt: dict,
+    lrs: list[float] | None = None,
     methods: tuple[str, ...] = METHODS,
     out: str | Path,
     data_dir: str | None = None,
@@ -62,16 +66,19 @@ def run_compare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted(set(seeds))
+    lrs = sorted(set(lrs or [train["lr"]]))
     plan = []
     for budget in budgets:
         tag = "-".join(f"{k}{v}" for k, v in budget.items())
         for method in methods:
-            for seed in seeds:
-                plan.append((tag, budget, method, seed, out / tag / f"{method}-seed{seed}"))
-    for i, (tag, budget, method, seed, job_dir) in enumerate(plan, 1):
+            for lr in lrs:
+                for seed in seeds:
+                    plan.append((tag, budget, method, lr, seed, out / tag / _run_name(method, lr, seed, lrs)))
+    for i, (tag, budget, method, lr, seed, job_dir) in enumerate(plan, 1):
         cfg = QTConfig(**{**qt, **budget, "seed": seed, "generator": "qnn" if method == "small-classical" else method})
-        kwargs = dict(dataset=dataset, data_dir=data_dir, qt=cfg, train=TrainConfig(**train, seed=seed), resume=True,
-                      skip_finished=True, label=f"[{i}/{len(plan)}] {tag} {method} seed {seed}", progress=progress,
+        kwargs = dict(dataset=dataset, data_dir=data_dir, qt=cfg, train=TrainConfig(**{**train, "lr": lr}, seed=seed),
+                      resume=True, skip_finished=True, val_fraction=0.1 if len(lrs) > 1 else None,
+                      label=f"[{i}/{len(plan)}] {tag} {method} lr {lr:g} seed {seed}", progress=progress,
                       log=log, **(limits or {}))
         if method == "small-classical":
             from .model import QuantumTrain
@@ -82,30 +89,46 @@ def run_compare(
             run_job(job_dir, model=model, width=width, runs=("classical",), **kwargs)
         else:
             run_job(job_dir, model=model, runs=("qt",), **kwargs)
-    return summarize_compare(out, budgets, methods, seeds)
+    return summarize_compare(out, budgets, methods, seeds, lrs)
 
 
-def summarize_compare(out: Path, budgets: list[dict], methods: tuple[str, ...], seeds: list[int]) -> dict:
-    """Write ``results.md``/``results.json`` and ``accuracy_vs_trainable.png`` from finished runs."""
+def _run_name(method: str, lr: float, seed: int, lrs: list[float]) -> str:
+    return f"{method}-seed{seed}" if len(lrs) == 1 else f"{method}-lr{lr:g}-seed{seed}"
+
+
+def summarize_compare(out: Path, budgets: list[dict], methods: tuple[str, ...], seeds: list[int],
+                      lrs: list[float]) -> dict:
+    """Write ``results.md``/``results.json`` and ``accuracy_vs_trainable.png`` from finished
+    runs; with several ``lrs``, each method's rate is the one with the best mean validation
+    accuracy."""
     records = []
-    table = ["| budget | method | trainable | seeds | test acc % | gap (test CE − train CE) | train time s |",
-             "|---|---|---|---|---|---|---|"]
+    table = ["| budget | method | trainable | lr | seeds | test acc % | gap (test CE − train CE) | train time s |",
+             "|---|---|---|---|---|---|---|---|"]
     for budget in budgets:
         tag = "-".join(f"{k}{v}" for k, v in budget.items())
         for method in methods:
-            runs = []
-            for seed in seeds:
-                path = out / tag / f"{method}-seed{seed}" / "results.json"
-                if path.exists():
-                    res = json.loads(path.read_text())
-                    runs.append(res["classical"] if method == "small-classical" else res["qt"])
+            by_lr = {}
+            for lr in lrs:
+                runs = []
+                for seed in seeds:
+                    path = out / tag / _run_name(method, lr, seed, lrs) / "results.json"
+                    if path.exists():
+                        res = json.loads(path.read_text())
+                        runs.append(res["classical"] if method == "small-classical" else res["qt"])
+                if runs:
+                    by_lr[lr] = runs
+            if len(lrs) > 1 and by_lr:  # choose on validation, report test
+                lr = max(by_lr, key=lambda k: (_mean_std([r["val_acc"] for r in by_lr[k]])[0], -k))
+            else:
+                lr = next(iter(by_lr), lrs[0])
+            runs = by_lr.get(lr, [])
             acc, gap = [r["test_acc"] for r in runs], [r["gap"] for r in runs]
             trainable = runs[0]["trainable"] if runs else None
             secs = _mean_std([r["train_seconds"] for r in runs])[0]
-            table.append(f"| {tag} | {method} | {_count(trainable)} | {len(runs)} | {_fmt(acc)} | "
+            table.append(f"| {tag} | {method} | {_count(trainable)} | {lr:g} | {len(runs)} | {_fmt(acc)} | "
                          f"{_fmt(gap, 1.0, 4)} | {'—' if not runs else f'{secs:.0f}'} |")
             m, s = _mean_std(acc)
-            records.append({"budget": tag, "method": method, "trainable": trainable, "seeds": len(runs),
+            records.append({"budget": tag, "method": method, "trainable": trainable, "lr": lr, "seeds": len(runs),
                             "test_acc_mean": m, "test_acc_std": s, "gap_mean": _mean_std(gap)[0],
                             "gap_std": _mean_std(gap)[1], "train_seconds_mean": secs})
     (out / "results.md").write_text("\n".join(table) + "\n")

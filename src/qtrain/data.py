@@ -43,6 +43,8 @@ class Dataset:
     y_test: Tensor
     n_classes: int
     source: str
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
         """The first ``n_train`` / ``n_test`` examples of each split (``None``: all)."""
@@ -52,10 +54,23 @@ class Dataset:
                        self.y_test[:n_test], self.n_classes,
                        f"{self.source}; first {n_train or len(self.y_train)} train / {n_test or len(self.y_test)} test")
 
+    def hold_out(self, fraction: float, seed: int) -> "Dataset":
+        """Move a seeded ``fraction`` of the training set into a validation split (for
+        choosing hyper-parameters without looking at the test set)."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+        order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, int(round(fraction * len(order))))
+        val, train = order[:n_val], order[n_val:]
+        return Dataset(self.name, self.x_train[train], self.y_train[train], self.x_test, self.y_test, self.n_classes,
+                       f"{self.source}; {n_val} training examples held out for validation",
+                       self.x_train[val], self.y_train[val])
+
     def describe(self) -> dict:
         return {
             "dataset": self.name,
             "n_train": len(self.y_train),
+            "n_val": 0 if self.y_val is None else len(self.y_val),
             "n_test": len(self.y_test),
             "input_shape": list(self.x_train.shape[1:]),
             "n_classes": self.n_classes,

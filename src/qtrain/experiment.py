@@ -38,11 +38,14 @@ RUNS = ("qt", "classical")
 
 
 def _job_config(dataset: str, data_dir: str | None, model: str, width: float, qt: QTConfig, train: TrainConfig,
-                runs: tuple[str, ...], limit: tuple[int | None, int | None]) -> dict:
+                runs: tuple[str, ...], limit: tuple[int | None, int | None], val_fraction: float | None) -> dict:
     qt_dict = qt.to_dict()
     qt_dict.pop("qtrain_version")
-    return {"dataset": dataset, "data_dir": data_dir, "model": model, "width": width, "qt": qt_dict,
-            "train": train.to_dict(), "runs": list(runs), "limit_train": limit[0], "limit_test": limit[1]}
+    job = {"dataset": dataset, "data_dir": data_dir, "model": model, "width": width, "qt": qt_dict,
+           "train": train.to_dict(), "runs": list(runs), "limit_train": limit[0], "limit_test": limit[1]}
+    if val_fraction is not None:  # only recorded when used, so older run directories still match
+        job["val_fraction"] = val_fraction
+    return job
 
 
 def _identity(job: dict) -> dict:
@@ -64,6 +67,7 @@ def run_job(
     runs: tuple[str, ...] = RUNS,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    val_fraction: float | None = None,
     resume: bool = False,
     skip_finished: bool = False,
     label: str | None = None,
@@ -79,6 +83,8 @@ def run_job(
         width: the model family's width multiplier (1 = the model as named).
         runs: ``("qt", "classical")`` (default), or one of them.
         limit_train, limit_test: keep only the first examples of each split (smoke runs).
+        val_fraction: hold this fraction of the training set out as a validation split
+            (scored every epoch as ``val_loss`` / ``val_acc``, for hyper-parameter choice).
         skip_finished: return the saved results, touching nothing, when ``out`` holds a
             finished job with exactly these settings.
         label: logged (with ``out``) when the job actually trains.
@@ -93,7 +99,7 @@ def run_job(
     out = Path(out)
     if not runs or any(r not in RUNS for r in runs):
         raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
-    job = _job_config(dataset, data_dir, model, width, qt, train, tuple(runs), (limit_train, limit_test))
+    job = _job_config(dataset, data_dir, model, width, qt, train, tuple(runs), (limit_train, limit_test), val_fraction)
     cfg_path = out / "config.json"
     if skip_finished and (out / "results.json").exists() and cfg_path.exists():
         try:
@@ -117,6 +123,8 @@ def run_job(
             )
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(dataset, seed=train.seed, root=data_dir).subset(limit_train, limit_test)
+    if val_fraction is not None:
+        data = data.hold_out(val_fraction, seed=train.seed)
     _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
 
     # metrics.jsonl holds exactly what the checkpoints hold, then grows epoch by epoch

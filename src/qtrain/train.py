@@ -89,8 +89,9 @@ def final_metrics(model: nn.Module, data: Dataset) -> dict:
     with torch.no_grad(), ctx:
         train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        val = {} if data.y_val is None else dict(zip(("val_loss", "val_acc"), evaluate(model, data.x_val, data.y_val)))
     return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "gap": test_loss - train_loss}
+            "gap": test_loss - train_loss, **val}
 
 
 def fit(
