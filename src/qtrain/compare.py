@@ -18,7 +18,7 @@ from pathlib import Path
 from .config import GENERATORS, QTConfig
 from .experiment import run_job
 from .models import widest_within
-from .reproduce import _count, _fmt, _mean_std
+from .reproduce import _count, _fmt, _mean_std, _plain_log_ticks
 from .train import TrainConfig
 
 __all__ = ["METHODS", "parse_budget", "run_compare"]
@@ -154,6 +154,7 @@ def _plot(out: Path, records: list[dict], methods: tuple[str, ...]) -> None:
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method, lw=2.5 if method == "qnn" else 1.2)
     ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%) — mean ± std over seeds",
            title="QT vs classical controls at matched budgets")
+    _plain_log_ticks(ax, matplotlib)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

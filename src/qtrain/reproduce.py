@@ -227,6 +227,7 @@ def _plots(exp: Experiment, out: Path, records: list[dict], seeds: list[int], de
             ax.errorbar([r["trainable"]], [r["test_acc_mean"] * 100], yerr=[r["test_acc_std"] * 100], marker="^",
                         capsize=3, label=r["method"])
     ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%)", title="Accuracy vs trainable")
+    _plain_log_ticks(ax, matplotlib)
     ax = axes[2]
     allr = [r for r in records if r["seeds"]]
     ax.bar(range(len(allr)), [r["gap_mean"] for r in allr], yerr=[r["gap_std"] for r in allr], capsize=3)
@@ -240,6 +241,12 @@ def _plots(exp: Experiment, out: Path, records: list[dict], seeds: list[int], de
     fig.savefig(out / "summary.png", dpi=120)
     plt.close(fig)
     _loss_curves(out, depths, seeds, plt)
+
+
+def _plain_log_ticks(ax, matplotlib) -> None:
+    # "1,000" instead of "10^3", and no labels on minor ticks (they collide)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _loss_curves(out: Path, depths: tuple[int, ...], seeds: list[int], plt) -> None:
