@@ -463,7 +463,6 @@ def _run_forward(prog: FastProgram, mats: list[Tensor], x: Tensor, y: Tensor) ->
 class _AdjointProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prog: FastProgram, *mats: Tensor) -> Tensor:
-        n = prog.n_qubits
         ref = mats[0] if mats else None
         dtype = ref.dtype if ref is not None else torch.float64
         device = ref.device if ref is not None else torch.device("cpu")

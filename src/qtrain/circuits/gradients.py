@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 
 from .ansatze import Op
-from .gates import GATES
 from .measure import exact_probs
 from .noise import depolarize, readout_flip
 from .fast import compile_fast, fast_probabilities, supports_fast
@@ -158,15 +157,20 @@ def executions_per_step(executor: Executor, diff_method: str) -> int:
     return 1
 
 
+def _execute_once(ctx, weights: Tensor, executor: Executor) -> Tensor:
+    # the forward of both estimators: one execution, remembered for the backward
+    ctx.executor = executor
+    ctx.save_for_backward(weights)
+    return executor.execute(executor.expand(weights))
+
+
 class ParameterShift(torch.autograd.Function):
     """``probs = ParameterShift.apply(weights, executor)``: forward is one execution, the
     backward estimates ``d(v . p)/dw`` from shifted executions only."""
 
     @staticmethod
     def forward(ctx, weights: Tensor, executor: Executor) -> Tensor:
-        ctx.executor = executor
-        ctx.save_for_backward(weights)
-        return executor.execute(executor.expand(weights))
+        return _execute_once(ctx, weights, executor)
 
     @staticmethod
     def backward(ctx, grad_probs: Tensor):
@@ -190,9 +194,8 @@ class SPSA(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weights: Tensor, executor: Executor, c: float) -> Tensor:
-        ctx.executor, ctx.c = executor, c
-        ctx.save_for_backward(weights)
-        return executor.execute(executor.expand(weights))
+        ctx.c = c
+        return _execute_once(ctx, weights, executor)
 
     @staticmethod
     def backward(ctx, grad_probs: Tensor):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor
 
 __all__ = ["depolarize", "readout_flip"]
