@@ -346,7 +346,8 @@ def summarize_shots(out: Path, seeds: list[int], grid) -> dict:
             exact = [r for r in records if r["task"] == task and r["estimator"] == est and r["shots"] is None]
             if pts:
                 x, y, e = zip(*sorted(pts))
-                line = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=est)
+                shown = "backprop (surrogate: sampled fwd, exact bwd)" if est == "backprop" else est
+                line = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=shown)
                 if exact:
                     ax.axhline(exact[0]["test_acc_mean"] * 100, ls="--", color=line[0].get_color(), alpha=0.6,
                                label=f"{est}, exact")
