@@ -91,3 +91,17 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not a qtrain training checkpoint"):
         read_checkpoint_meta(ckpt)
     assert cli.main([*small, "--resume"]) == 2
+
+
+def test_runs_written_before_new_config_fields_still_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    small = ["train", "--dataset", "iris", "--model", "iris-mlp", "--depth", "1", "--batch-size", "32",
+             "--no-progress", "--no-classical", "--out", str(out)]
+    assert cli.main([*small, "--epochs", "1"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    for field in ("shots", "diff_method", "readout_error", "generator"):  # as an older qtrain wrote it
+        del saved["job"]["qt"][field]
+    del saved["job"]["width"]
+    (out / "config.json").write_text(json.dumps(saved))
+    assert cli.main([*small, "--epochs", "2", "--resume"]) == 0
+    assert _epoch(out / "checkpoint-qt.safetensors") == 2

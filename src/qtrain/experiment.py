@@ -48,9 +48,21 @@ def _job_config(dataset: str, data_dir: str | None, model: str, width: float, qt
     return job
 
 
+def _normalized(job: dict) -> dict:
+    """A job as the current qtrain writes it: fields added since it was saved take their
+    defaults, so older run directories keep resuming after an upgrade."""
+    job = json.loads(json.dumps(job))
+    qt = QTConfig.from_dict(job.get("qt", {})).to_dict()
+    qt.pop("qtrain_version")
+    job["qt"] = json.loads(json.dumps(qt))
+    job["train"] = TrainConfig(**job.get("train", {})).to_dict()
+    job.setdefault("width", 1.0)
+    return job
+
+
 def _identity(job: dict) -> dict:
     """What must match to resume: all but the epoch count (a run may be extended)."""
-    ident = json.loads(json.dumps(job))
+    ident = _normalized(job)
     ident["train"].pop("epochs")
     return ident
 
@@ -103,7 +115,7 @@ def run_job(
     cfg_path = out / "config.json"
     if skip_finished and (out / "results.json").exists() and cfg_path.exists():
         try:
-            if json.loads(cfg_path.read_text())["job"] == job:
+            if _normalized(json.loads(cfg_path.read_text())["job"]) == _normalized(job):
                 return json.loads((out / "results.json").read_text())
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{out}: damaged config.json or results.json ({e})") from None
