@@ -119,6 +119,14 @@ def test_learnable_transform_is_counted():
     assert qt.n_trainable == 78 + 249 + 3
 
 
+def test_parameters_are_exactly_the_qnn_and_mapping():
+    qt = wrap(ResidualMLP)
+    assert [n for n, _ in qt.named_parameters()] == [f"generator.{n}" for n, _ in qt.generator.named_parameters()]
+    assert "model.inp.weight" in qt.state_dict()  # placeholders still saved and moved
+    qt.requires_grad_(True)
+    assert not qt.model.inp.weight.requires_grad  # and never unfrozen by accident
+
+
 def test_only_qnn_and_mapping_parameters_are_trainable():
     qt = wrap(FrozenNet)
     trainable = [n for n, p in qt.named_parameters() if p.requires_grad]

@@ -110,8 +110,9 @@ class QuantumTrain(nn.Module):
     ``self.parameters()`` and ``self.fc.weight`` are the generated ones. Calling the
     wrapped model directly raises (it would use the placeholders). Parameters frozen
     before wrapping and buffers (BatchNorm statistics) stay the model's own and keep
-    updating as usual. ``qt.parameters()`` therefore yields the generator's trainable
-    parameters and the model's frozen ones; only the former require grad.
+    updating as usual.
+
+    ``qt.parameters()`` leaves the placeholders out.
 
     Generated values are cast to each parameter's current dtype (so ``qt.double()``
     works); the generator itself stays in ``config.dtype`` whatever ``.to()`` is asked,
@@ -183,6 +184,15 @@ class QuantumTrain(nn.Module):
         self.config = config
         self.layout = layout
         self._cache: dict[str, Tensor] | None = None
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """Like ``nn.Module.named_parameters``, without the wrapped model's placeholders for
+        the generated weights: ``qt.parameters()`` is what QT trains (plus parameters you
+        froze yourself). The placeholders stay in ``state_dict()`` and follow ``.to()``."""
+        hidden = {id(p) for p in self._placeholders}
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
+            if id(p) not in hidden:
+                yield name, p
 
     def _apply(self, fn, recurse=True):
         # The model follows .to()/.double()/.cuda() as usual; the generator only changes
