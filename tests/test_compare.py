@@ -36,7 +36,8 @@ def test_compare_runs_each_method_and_writes_the_table(tmp_path, capsys):
     assert by["subspace"]["trainable"] == 83  # z cannot exceed M: the iris MLP has 83 weights
     assert by["small-classical"]["trainable"] <= by["qnn"]["trainable"]
     assert abs(by["tensor-train"]["trainable"] - by["qnn"]["trainable"]) < 50
-    assert "| depth1 | qnn |" in (tmp_path / "results.md").read_text()
+    assert all(r["target"] == by["qnn"]["trainable"] for r in records)
+    assert f"| depth1 ({by['qnn']['trainable']:,}) | qnn |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "accuracy_vs_trainable.png").is_file()
     capsys.readouterr()
     assert cli.main(args) == 0

@@ -102,10 +102,11 @@ def summarize_compare(out: Path, budgets: list[dict], methods: tuple[str, ...], 
     runs; with several ``lrs``, each method's rate is the one with the best mean validation
     accuracy."""
     records = []
-    table = ["| budget | method | trainable | lr | seeds | test acc % | gap (test CE − train CE) | train time s |",
+    table = ["| budget (QT's count) | method | trainable | lr | seeds | test acc % | gap (test CE − train CE) | train time s |",
              "|---|---|---|---|---|---|---|---|"]
     for budget in budgets:
         tag = "-".join(f"{k}{v}" for k, v in budget.items())
+        target = _qt_count(out / tag, seeds, lrs)
         for method in methods:
             by_lr = {}
             for lr in lrs:
@@ -125,16 +126,26 @@ def summarize_compare(out: Path, budgets: list[dict], methods: tuple[str, ...], 
             acc, gap = [r["test_acc"] for r in runs], [r["gap"] for r in runs]
             trainable = runs[0]["trainable"] if runs else None
             secs = _mean_std([r["train_seconds"] for r in runs])[0]
-            table.append(f"| {tag} | {method} | {_count(trainable)} | {lr:g} | {len(runs)} | {_fmt(acc)} | "
+            table.append(f"| {tag} ({_count(target)}) | {method} | {_count(trainable)} | {lr:g} | {len(runs)} | {_fmt(acc)} | "
                          f"{_fmt(gap, 1.0, 4)} | {'—' if not runs else f'{secs:.0f}'} |")
             m, s = _mean_std(acc)
-            records.append({"budget": tag, "method": method, "trainable": trainable, "lr": lr, "seeds": len(runs),
+            records.append({"budget": tag, "target": target, "method": method, "trainable": trainable, "lr": lr, "seeds": len(runs),
                             "test_acc_mean": m, "test_acc_std": s, "gap_mean": _mean_std(gap)[0],
                             "gap_std": _mean_std(gap)[1], "train_seconds_mean": secs})
     (out / "results.md").write_text("\n".join(table) + "\n")
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     _plot(out, records, methods)
     return {"table": "\n".join(table), "records": records, "dir": str(out)}
+
+
+def _qt_count(tag_dir: Path, seeds: list[int], lrs: list[float]) -> int | None:
+    """The QNN's trainable count at this budget: the target the baselines are matched to."""
+    for lr in lrs:
+        for seed in seeds:
+            path = tag_dir / _run_name("qnn", lr, seed, lrs) / "results.json"
+            if path.exists():
+                return json.loads(path.read_text())["qt"]["trainable"]
+    return None
 
 
 def _plot(out: Path, records: list[dict], methods: tuple[str, ...]) -> None:
@@ -146,15 +157,21 @@ def _plot(out: Path, records: list[dict], methods: tuple[str, ...]) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    for method in methods:
-        pts = sorted((r["trainable"], r["test_acc_mean"] * 100, r["test_acc_std"] * 100)
-                     for r in records if r["method"] == method and r["seeds"])
+    counts = [r["trainable"] for r in records if r["seeds"]]
+    log = bool(counts) and max(counts) >= 10 * min(counts)  # within a decade a log axis shows no labels
+    for k, method in enumerate(methods):
+        # methods with the same count (fixed-random/uniform) would hide each other: nudge each by 0.3%
+        pts = sorted((r["trainable"] * (1 + 0.003 * (k - len(methods) / 2)), r["test_acc_mean"] * 100,
+                      r["test_acc_std"] * 100) for r in records if r["method"] == method and r["seeds"])
         if pts:
             x, y, e = zip(*pts)
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=method, lw=2.5 if method == "qnn" else 1.2)
-    ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%) — mean ± std over seeds",
-           title="QT vs classical controls at matched budgets")
-    _plain_log_ticks(ax, matplotlib)
+    ax.set(xscale="log" if log else "linear", xlabel="trainable parameters",
+           ylabel="test accuracy (%) — mean ± std over seeds", title="QT vs classical controls at matched budgets")
+    if log:
+        _plain_log_ticks(ax, matplotlib)
+    else:
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
