@@ -69,3 +69,59 @@ def test_whole_generator_gradient_matches_finite_differences(mapping):
 
     inputs = tuple(p.detach().clone().requires_grad_() for p in params)
     assert torch.autograd.gradcheck(f, inputs, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "none"])
+def test_chunked_generation_equals_one_pass_in_values_and_gradients(activation):
+    net = torch.nn.Sequential(torch.nn.Linear(20, 14), torch.nn.Linear(14, 5))  # M = 369, N = 9
+    qt = qtrain.QuantumTrain(net, qtrain.QTConfig(depth=2, activation=activation, dtype="float64", seed=3))
+    gen = qt.generator
+    params = [p for p in gen.parameters() if p.requires_grad]
+    w_one = gen()
+    g_one = torch.autograd.grad(w_one.pow(3).sum(), params)
+    gen.chunk_rows = 100  # 4 chunks, the last one partial
+    w_chunk = gen()
+    g_chunk = torch.autograd.grad(w_chunk.pow(3).sum(), params)
+    torch.testing.assert_close(w_chunk, w_one, rtol=0, atol=1e-12)
+    for a, b in zip(g_chunk, g_one):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(gen(), w_one.detach(), rtol=0, atol=1e-12)
+
+
+def test_chunked_generation_keeps_no_bit_table_and_recomputes_activations():
+    from qtrain.generator import WeightGenerator
+
+    m, n = 5000, 13
+    mapping = MappingModel(n + 1, (32, 32), activation="gelu")
+    probs = torch.nn.Parameter(torch.full((2**n,), 2.0**-n))
+
+    class Source(torch.nn.Module):
+        def forward(self):
+            return probs
+
+    gen = WeightGenerator(Source(), ProbabilityTransform(n, m), mapping, n_qubits=n, sizes=[m], chunk_rows=1000)
+    assert gen.bits is None
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        w = gen()
+    # one pass keeps ~(N + 1 + 3 * 65) floats per row; chunked keeps O(1) per row plus one chunk
+    assert sum(saved) < 20 * m, sum(saved)
+    w.sum().backward()
+    assert probs.grad is not None and torch.isfinite(probs.grad).all()
+
+
+def test_paper_mapping_collapses_to_one_affine_map_in_chunks():
+    net = torch.nn.Sequential(torch.nn.Linear(20, 14), torch.nn.Linear(14, 5))
+    qt = qtrain.QuantumTrain(net, qtrain.QTConfig(depth=1, mapping="paper", dtype="float64", seed=1))
+    gen = qt.generator
+    assert gen.mapping.as_affine() is not None
+    params = [p for p in gen.parameters() if p.requires_grad]
+    w_one = gen()
+    g_one = torch.autograd.grad((w_one * torch.linspace(-1, 1, w_one.numel(), dtype=w_one.dtype)).sum(), params)
+    gen.chunk_rows = 64
+    w_chunk = gen()
+    g_chunk = torch.autograd.grad((w_chunk * torch.linspace(-1, 1, w_one.numel(), dtype=w_one.dtype)).sum(), params)
+    torch.testing.assert_close(w_chunk, w_one, rtol=0, atol=1e-12)
+    for a, b in zip(g_chunk, g_one):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

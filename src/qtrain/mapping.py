@@ -32,16 +32,20 @@ ACTIVATIONS: dict[str, type[nn.Module] | None] = {
 """Activations the mapping MLP accepts, by name (``"none"``: no activation)."""
 
 
-def bit_features(n_qubits: int, count: int, *, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-    """The bits of ``0..count-1`` as +-1 features, ``(count, n_qubits)``, MSB first.
+def bit_features(
+    n_qubits: int, count: int, *, start: int = 0, dtype: torch.dtype = torch.float32, device=None
+) -> Tensor:
+    """The bits of ``start..start+count-1`` as +-1 features, ``(count, n_qubits)``, MSB first.
 
     >>> bit_features(2, 4)
     tensor([[-1., -1.],
             [-1.,  1.],
             [ 1., -1.],
             [ 1.,  1.]])
+    >>> bit_features(2, 1, start=2)
+    tensor([[ 1., -1.]])
     """
-    index = torch.arange(count, device=device).unsqueeze(1)
+    index = torch.arange(start, start + count, device=device).unsqueeze(1)
     shifts = torch.arange(n_qubits - 1, -1, -1, device=device)
     return ((index >> shifts) & 1).to(dtype) * 2 - 1
 
@@ -152,5 +156,35 @@ class MappingModel(nn.Module):
 
     def forward(self, rows: Tensor) -> Tensor:
         """``(M, n_inputs) -> (M,)``."""
-        out = self.net(rows).squeeze(-1)
+        return self.finish(self.rows(rows))
+
+    def rows(self, rows: Tensor) -> Tensor:
+        """The MLP alone, row by row (before centring): ``(K, n_inputs) -> (K,)``. Rows are
+        independent, so M rows may be pushed through in chunks and :meth:`finish` applied
+        to the concatenation."""
+        return self.net(rows).squeeze(-1)
+
+    def as_affine(self) -> tuple[Tensor, Tensor] | None:
+        """With no activation the MLP is one affine map ``row -> row @ weight + bias``:
+        ``(weight (n_inputs,), bias ())``, differentiable in the layers' parameters;
+        ``None`` when there is an activation.
+
+        >>> g = MappingModel(3, hidden=(4, 5), activation="none")
+        >>> weight, bias = g.as_affine()
+        >>> rows = torch.randn(6, 3)
+        >>> torch.allclose(rows @ weight + bias, g.rows(rows), atol=1e-6)
+        True
+        """
+        if any(not isinstance(layer, nn.Linear) for layer in self.net):
+            return None
+        weight, bias = None, None
+        for layer in self.net:  # compose x -> W x + b, first layer first
+            w = layer.weight
+            b = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            weight = w if weight is None else w @ weight
+            bias = b if bias is None else w @ bias + b
+        return weight.squeeze(0), bias.squeeze(0)
+
+    def finish(self, out: Tensor) -> Tensor:
+        """Centring over all M outputs (when ``center``)."""
         return out - out.mean() if self.center else out

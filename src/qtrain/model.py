@@ -29,7 +29,7 @@ from .circuits import QNN, get_ansatz
 from .circuits.fast import supports_fast
 from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
 from .config import QTConfig
-from .generator import WeightGenerator
+from .generator import CHUNK_ROWS, WeightGenerator
 from .layout import WeightLayout
 from .mapping import MappingModel, ProbabilityTransform
 from .resources import check_fits, format_bytes
@@ -74,7 +74,8 @@ def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = N
     elem = torch.empty((), dtype=dtype).element_size()
     ops = get_ansatz(config.ansatz).operations(n, config.depth)
     width = sum(config.resolved_hidden) + 1
-    mapping = n_generated * (n + 1 + 3 * width + 8) * elem
+    live_rows = min(n_generated, CHUNK_ROWS)  # past one chunk, activations are recomputed per chunk
+    mapping = (live_rows * (n + 1 + 3 * width) + 8 * n_generated) * elem
     method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
     return int(estimate_circuit_bytes(ops, n, dtype, method=method) + mapping)
 
