@@ -36,7 +36,7 @@ from .train import TrainConfig
 
 def _qt_config(args: argparse.Namespace) -> QTConfig:
     return QTConfig(depth=args.depth, ansatz=args.ansatz, mapping=args.mapping, seed=args.seed, device=args.device,
-                    generator=args.generator)
+                    generator=args.generator, chunk_size=args.chunk_size)
 
 
 def _add_qt_flags(p: argparse.ArgumentParser) -> None:
@@ -46,6 +46,8 @@ def _add_qt_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapping", default="mlp", choices=MAPPINGS, help="'mlp' (default) or 'paper' (reference preset)")
     p.add_argument("--generator", default="qnn", choices=GENERATORS,
                    help="'qnn' (default) or a classical baseline at the same trainable budget")
+    p.add_argument("--chunk-size", type=int, default=1,
+                   help="weights per basis state C (default 1); N = ceil(log2(ceil(M / C)))")
     p.add_argument("--seed", type=int, default=0, help="seeds model init, QT init and data order (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -155,6 +157,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("model", args.model),
         ("generated weights M", f"{c['generated']:,}"),
         ("qubits N", str(c["n_qubits"])),
+        ("chunk size C (weights per basis state)", f"{c['chunk_size']:,}"),
         ("QNN angles" if cfg.generator == "qnn" else f"{cfg.generator} parameters", f"{c['qnn']:,}"),
         ("mapping", f"{c['mapping']:,}"),
         ("trainable", f"{c['trainable']:,}"),

@@ -78,6 +78,10 @@ class QTConfig:
             distribution; before sampling).
         readout_error: probability that a wire's bit is read flipped: one number for all
             wires, or a sequence with one per wire (wire 0 first).
+        chunk_size: C, weights emitted per basis state. The first ``ceil(M / C)`` basis
+            states each give C consecutive weights (the mapping's output width is C), so
+            ``N = ceil(log2(ceil(M / C)))``: 1 (the papers', default) up to thousands for
+            million-weight targets.
     """
 
     depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
@@ -103,6 +107,7 @@ class QTConfig:
     readout_error: float | tuple[float, ...] = field(
         default=0.0, metadata={"help": "Bit-flip probability at readout: one for all wires, or one per wire."}
     )
+    chunk_size: int = field(default=1, metadata={"help": "Weights per basis state C; N = ceil(log2(ceil(M / C)))."})
 
     def __post_init__(self) -> None:
         def need_int(name: str, minimum: int, optional: bool = False) -> None:
@@ -117,6 +122,7 @@ class QTConfig:
         need_int("depth", 1)
         need_int("n_qubits", 1, optional=True)
         need_int("seed", 0)
+        need_int("chunk_size", 1)
         if not isinstance(self.ansatz, str):
             raise TypeError(f"`ansatz` must be a registered name (str), got {type(self.ansatz).__name__}")
         get_ansatz(self.ansatz)  # raises with the valid names

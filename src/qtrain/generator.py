@@ -25,25 +25,26 @@ the allocator's retained transients small."""
 
 
 class WeightGenerator(nn.Module):
-    """``() -> (M,)`` weights, one row of the mapping per weight.
+    r"""``() -> (M,)`` weights, one row of the mapping per C weights.
 
     .. math::
 
-        p = \\text{source}(),\\quad x = T(p)_{:M},\\quad
-        w_i = o_{s(i)} + g_{s(i)} \\, G([b_i, x_i])
+        p = \text{source}(),\quad x = T(p)_{:R},\quad
+        w_{rC + c} = o_{s} + g_{s} \, G([b_r, x_r])_c \quad (s \text{ the tensor holding that weight})
 
-    where ``b_i`` are the +-1 bits of ``i`` and ``g_s``, ``o_s`` an optional fixed gain
-    and offset per generated tensor ``s``.
+    for rows ``r < R = ceil(M / C)``, where ``b_r`` are the +-1 bits of ``r`` and
+    ``g_s``, ``o_s`` an optional fixed gain and offset per generated tensor. C = 1 is
+    the papers' one weight per basis state.
 
     Args:
         source: a module whose call returns the ``(2^N,)`` probabilities.
-        transform: :class:`~qtrain.mapping.ProbabilityTransform` (keeps the first M).
-        mapping: :class:`~qtrain.mapping.MappingModel` over ``N + 1`` inputs.
+        transform: :class:`~qtrain.mapping.ProbabilityTransform` (keeps the first R).
+        mapping: :class:`~qtrain.mapping.MappingModel` over ``N + 1`` inputs with C outputs.
         n_qubits: N.
         sizes: numel of each generated tensor, in order (they sum to M).
         gains, offsets: one fixed multiplier / offset per tensor (saved buffers,
             assignable later), or ``None`` for none.
-        chunk_rows: mapping rows per chunk once M exceeds it (see :data:`CHUNK_ROWS`);
+        chunk_rows: mapping rows per chunk once R exceeds it (see :data:`CHUNK_ROWS`);
             the result is the same as in one pass (up to float summation order).
     """
 
@@ -64,13 +65,17 @@ class WeightGenerator(nn.Module):
         self.transform = transform
         self.mapping = mapping
         self.n_generated = int(sum(sizes))
+        self.chunk_size = mapping.net[-1].out_features  # C
+        self.n_rows = -(-self.n_generated // self.chunk_size)  # R
+        if self.n_rows > 2**n_qubits:
+            raise ValueError(f"{self.n_rows:,} rows need more than the {2**n_qubits:,} basis states of {n_qubits} qubits")
         self.n_qubits = n_qubits
         self.chunk_rows = int(chunk_rows)
         self._affine: tuple[Tensor, Tensor] | None = None
         dtype = next(mapping.parameters()).dtype
-        # The bits never change: computed once, not saved (they follow from M and N). Past
-        # one chunk they are made per chunk instead (M x N floats is 370 MB at N = 22).
-        bits = bit_features(n_qubits, self.n_generated, dtype=dtype) if self.n_generated <= self.chunk_rows else None
+        # The bits never change: computed once, not saved (they follow from R and N). Past
+        # one chunk they are made per chunk instead (R x N floats is 370 MB at N = 22).
+        bits = bit_features(n_qubits, self.n_rows, dtype=dtype) if self.n_rows <= self.chunk_rows else None
         self.register_buffer("bits", bits, persistent=False)
         self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long), persistent=False)
         self.register_buffer("gains", None if gains is None else gains.to(dtype))
@@ -78,19 +83,19 @@ class WeightGenerator(nn.Module):
 
     def forward(self) -> Tensor:
         probs = self.source()  # (2^N,)
-        x = self.transform(probs)  # (M,)
-        if self.bits is not None and self.n_generated <= self.chunk_rows:
-            rows = torch.cat([self.bits, x.unsqueeze(1).to(self.bits.dtype)], dim=1)  # (M, N+1)
-            w = self.mapping(rows)  # (M,)
+        x = self.transform(probs)  # (R,)
+        if self.bits is not None and self.n_rows <= self.chunk_rows:
+            rows = torch.cat([self.bits, x.unsqueeze(1).to(self.bits.dtype)], dim=1)  # (R, N+1)
+            out = self.mapping.rows(rows)  # (R, C)
         else:
             # an activation-free mapping (the paper's) is one affine map: collapse it once per
-            # call, so each row costs N + 1 multiply-adds instead of the whole chain
+            # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
             self._affine = self.mapping.as_affine()
             try:
-                chunks = [self._chunk(x, lo) for lo in range(0, self.n_generated, self.chunk_rows)]
+                out = torch.cat([self._chunk(x, lo) for lo in range(0, self.n_rows, self.chunk_rows)])
             finally:
                 self._affine = None
-            w = self.mapping.finish(torch.cat(chunks))
+        w = self.mapping.finish(out.reshape(-1)[: self.n_generated])  # the last row's surplus is dropped
         if self.gains is not None:
             w = w * torch.repeat_interleave(self.gains, self.sizes, output_size=self.n_generated)
         if self.offsets is not None:
@@ -102,8 +107,10 @@ class WeightGenerator(nn.Module):
         chunk's slice of ``x`` is kept, the activations are recomputed in the backward."""
         part = x[lo : lo + self.chunk_rows]
         affine = self.mapping.as_affine() if self._affine is None else self._affine
+        # the tensors are captured now and passed explicitly: by the backward, an outer
+        # torch.func.functional_call may have swapped the module's parameters back
         fn, params = (self._affine_rows, list(affine)) if affine is not None else (self._mlp_rows, [
-            p for p in self.mapping.parameters() if p.requires_grad])
+            p for _, p in self.mapping.net.named_parameters()])
         if torch.is_grad_enabled() and (part.requires_grad or any(p.requires_grad for p in params)):
             return _Recompute.apply(fn, lo, part, *params)
         return fn(part, lo, *params)
@@ -111,16 +118,19 @@ class WeightGenerator(nn.Module):
     def _bits(self, part: Tensor, lo: int, dtype: torch.dtype) -> Tensor:
         return bit_features(self.n_qubits, part.shape[0], start=lo, dtype=dtype, device=part.device)
 
-    def _mlp_rows(self, part: Tensor, lo: int, *params: Tensor) -> Tensor:  # params: the module's own
-        dtype = next(self.mapping.parameters()).dtype
-        return self.mapping.rows(torch.cat([self._bits(part, lo, dtype), part.unsqueeze(1).to(dtype)], dim=1))
+    def _mlp_rows(self, part: Tensor, lo: int, *params: Tensor) -> Tensor:
+        rows = torch.cat([self._bits(part, lo, params[0].dtype), part.unsqueeze(1).to(params[0].dtype)], dim=1)
+        names = [n for n, _ in self.mapping.net.named_parameters()]
+        return torch.func.functional_call(self.mapping.net, dict(zip(names, params)), (rows,))
 
     def _affine_rows(self, part: Tensor, lo: int, weight: Tensor, bias: Tensor) -> Tensor:
-        return torch.addmv(bias + part.to(weight.dtype) * weight[-1], self._bits(part, lo, weight.dtype), weight[:-1])
+        base = bias + part.to(weight.dtype).unsqueeze(1) * weight[:, -1]  # (K, C)
+        return torch.addmm(base, self._bits(part, lo, weight.dtype), weight[:, :-1].T)
 
 
 class _Recompute(torch.autograd.Function):
-    """``fn(part, lo)`` kept as its inputs only; the backward runs it again under autograd.
+    """``fn(part, lo, *params)`` kept as its inputs only; the backward runs it again under
+    autograd.
 
     A few lines instead of ``torch.utils.checkpoint``, whose non-reentrant path imports
     ~800 modules (~75 MB of RSS) on first use. ``params`` (what ``fn`` reads besides
@@ -138,10 +148,7 @@ class _Recompute(torch.autograd.Function):
     def backward(ctx, grad):
         part, *params = ctx.saved_tensors
         with torch.enable_grad():
-            # fresh leaves for tensors computed upstream (the collapsed affine map); the
-            # module's own parameters are used as they are (fn reads them directly)
-            leaves = [t.detach().requires_grad_(need) if t.grad_fn is not None or t is part else t
-                      for t, need in zip([part, *params], ctx.needs_input_grad[2:])]
+            leaves = [t.detach().requires_grad_(need) for t, need in zip([part, *params], ctx.needs_input_grad[2:])]
             out = ctx.fn(leaves[0], ctx.lo, *leaves[1:])
             wrt = [t for t, need in zip(leaves, ctx.needs_input_grad[2:]) if need]
             grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))

@@ -104,11 +104,13 @@ class ProbabilityTransform(nn.Module):
 
 
 class MappingModel(nn.Module):
-    """The classical mapping ``G``: a small MLP from rows ``[b_i, x_i]`` to one weight each.
+    """The classical mapping ``G``: a small MLP from rows ``[b_i, x_i]`` to ``n_outputs``
+    weights each (1 in the papers; C with chunked generation).
 
     Args:
         n_inputs: row width, ``N + 1``.
         hidden: hidden layer widths.
+        n_outputs: weights per row, C.
         activation: a key of :data:`ACTIVATIONS`; ``"none"`` makes the whole model one
             affine map (the papers' preset: Linear(N+1 -> 4 -> 20 -> 4 -> 1) with no
             activation is exactly ``w_i = a . b_i + c x_i + d``, centred).
@@ -129,6 +131,7 @@ class MappingModel(nn.Module):
         n_inputs: int,
         hidden: Sequence[int],
         *,
+        n_outputs: int = 1,
         activation: str = "none",
         center: bool = False,
         output_bias: bool = True,
@@ -138,7 +141,7 @@ class MappingModel(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"Invalid `activation` {activation!r}. Must be one of {sorted(ACTIVATIONS)}.")
-        sizes = [n_inputs, *hidden, 1]
+        sizes = [n_inputs, *hidden, n_outputs]
         layers: list[nn.Module] = []
         act = ACTIVATIONS[activation]
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -155,24 +158,24 @@ class MappingModel(nn.Module):
         self.center = center
 
     def forward(self, rows: Tensor) -> Tensor:
-        """``(M, n_inputs) -> (M,)``."""
-        return self.finish(self.rows(rows))
+        """``(K, n_inputs) -> (K * n_outputs,)``, row by row, centred."""
+        return self.finish(self.rows(rows).reshape(-1))
 
     def rows(self, rows: Tensor) -> Tensor:
-        """The MLP alone, row by row (before centring): ``(K, n_inputs) -> (K,)``. Rows are
-        independent, so M rows may be pushed through in chunks and :meth:`finish` applied
-        to the concatenation."""
-        return self.net(rows).squeeze(-1)
+        """The MLP alone (before centring): ``(K, n_inputs) -> (K, n_outputs)``. Rows are
+        independent, so they may be pushed through in chunks and :meth:`finish` applied
+        to the flattened concatenation."""
+        return self.net(rows)
 
     def as_affine(self) -> tuple[Tensor, Tensor] | None:
-        """With no activation the MLP is one affine map ``row -> row @ weight + bias``:
-        ``(weight (n_inputs,), bias ())``, differentiable in the layers' parameters;
-        ``None`` when there is an activation.
+        """With no activation the MLP is one affine map ``row -> row @ weight.T + bias``:
+        ``(weight (n_outputs, n_inputs), bias (n_outputs,))``, differentiable in the
+        layers' parameters; ``None`` when there is an activation.
 
         >>> g = MappingModel(3, hidden=(4, 5), activation="none")
         >>> weight, bias = g.as_affine()
         >>> rows = torch.randn(6, 3)
-        >>> torch.allclose(rows @ weight + bias, g.rows(rows), atol=1e-6)
+        >>> torch.allclose(rows @ weight.T + bias, g.rows(rows), atol=1e-6)
         True
         """
         if any(not isinstance(layer, nn.Linear) for layer in self.net):
@@ -183,7 +186,7 @@ class MappingModel(nn.Module):
             b = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
             weight = w if weight is None else w @ weight
             bias = b if bias is None else w @ bias + b
-        return weight.squeeze(0), bias.squeeze(0)
+        return weight, bias
 
     def finish(self, out: Tensor) -> Tensor:
         """Centring over all M outputs (when ``center``)."""

@@ -69,13 +69,14 @@ def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = N
     >>> estimate_memory(QTConfig(depth=16, mapping="paper"), 6690) < 50 * 2**20
     True
     """
-    n = n_qubits or qubits_for(n_generated)
+    rows = -(-n_generated // config.chunk_size)
+    n = n_qubits or qubits_for(rows)
     dtype = resolve_dtype(config.dtype)
     elem = torch.empty((), dtype=dtype).element_size()
     ops = get_ansatz(config.ansatz).operations(n, config.depth)
-    width = sum(config.resolved_hidden) + 1
-    live_rows = min(n_generated, CHUNK_ROWS)  # past one chunk, activations are recomputed per chunk
-    mapping = (live_rows * (n + 1 + 3 * width) + 8 * n_generated) * elem
+    width = sum(config.resolved_hidden) + config.chunk_size
+    live_rows = min(rows, CHUNK_ROWS)  # past one chunk, activations are recomputed per chunk
+    mapping = (live_rows * (n + 1 + 3 * width) + 8 * rows + 8 * n_generated) * elem
     method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
     return int(estimate_circuit_bytes(ops, n, dtype, method=method) + mapping)
 
@@ -149,11 +150,13 @@ class QuantumTrain(nn.Module):
             )
         layout = WeightLayout.from_module(model)
         m = layout.n_generated
-        need = qubits_for(m)
+        rows = -(-m // config.chunk_size)
+        need = qubits_for(rows)
         n = config.n_qubits if config.n_qubits is not None else need
         if n < need:
+            per = "" if config.chunk_size == 1 else f" in rows of chunk_size={config.chunk_size} ({rows:,} rows)"
             raise ValueError(
-                f"`n_qubits`={n} gives {2**n:,} amplitudes but the target has {m:,} weights; need >= {need}"
+                f"`n_qubits`={n} gives {2**n:,} amplitudes but the target has {m:,} weights{per}; need >= {need}"
             )
         device = torch.device(config.device) if config.device is not None else next(iter(model.parameters())).device
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -216,7 +219,8 @@ class QuantumTrain(nn.Module):
     @property
     def n_qubits(self) -> int:
         """N, the circuit width (for a baseline: the width its QNN would have)."""
-        return qubits_for(self.n_generated) if self.config.n_qubits is None else self.config.n_qubits
+        rows = -(-self.n_generated // self.config.chunk_size)
+        return qubits_for(rows) if self.config.n_qubits is None else self.config.n_qubits
 
     @property
     def n_generated(self) -> int:
@@ -229,7 +233,7 @@ class QuantumTrain(nn.Module):
         return sum(p.numel() for p in self.generator.parameters() if p.requires_grad)
 
     def trainable_parameter_counts(self) -> dict[str, int]:
-        """``{"qnn", "mapping", "transform", "trainable", "generated", "n_qubits"}`` counts;
+        """``{"qnn", "mapping", "transform", "trainable", "generated", "n_qubits", "chunk_size"}`` counts;
         ``"qnn"`` counts the probability source (the QNN, or the baseline in its place;
         for ``"subspace"``, ``z``)."""
 
@@ -245,16 +249,18 @@ class QuantumTrain(nn.Module):
             "trainable": self.n_trainable,
             "generated": self.n_generated,
             "n_qubits": self.n_qubits,
+            "chunk_size": self.config.chunk_size,
         }
 
     def print_trainable_parameters(self) -> None:
         """Print the counts: QNN angles | mapping | trainable | generated M | qubits N | ratio."""
         c = self.trainable_parameter_counts()
         extra = f" | transform: {c['transform']:,}" if c["transform"] else ""
+        chunk = f" | chunk C: {c['chunk_size']:,}" if c["chunk_size"] > 1 else ""
         source = "QNN angles" if self.config.generator == "qnn" else f"{self.config.generator} (baseline)"
         print(
             f"{source}: {c['qnn']:,} | mapping: {c['mapping']:,}{extra} | trainable: {c['trainable']:,} | "
-            f"generated M: {c['generated']:,} | qubits N: {c['n_qubits']} | "
+            f"generated M: {c['generated']:,} | qubits N: {c['n_qubits']}{chunk} | "
             f"ratio: {c['generated'] / c['trainable']:.2f} generated per trainable"
         )
 
@@ -445,9 +451,10 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
         angles = torch.empty(ansatz.weight_shape(n, config.depth), dtype=dtype)
         ansatz.init_weights(angles, rng)
         budget = angles.numel()  # a parametric stand-in gets the QNN's angle count
+    rows = -(-m // config.chunk_size)
     transform = ProbabilityTransform(
         n,
-        m,
+        rows,
         gamma=config.transform_gamma,
         beta=config.transform_beta,
         alpha=config.transform_alpha,
@@ -457,6 +464,7 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
     mapping = MappingModel(
         n + 1,
         config.resolved_hidden,
+        n_outputs=config.chunk_size,
         activation=config.resolved_activation,
         center=True,
         output_bias=config.mapping == "paper",

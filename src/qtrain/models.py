@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "PaperCNN", "PaperCIFARCNN", "IrisMLP", "DigitsCNN", "build_model", "count_parameters",
+__all__ = ["MODELS", "PaperCNN", "PaperCIFARCNN", "IrisMLP", "DigitsCNN", "ResNet18", "build_model", "count_parameters",
            "widest_within"]
 
 
@@ -97,6 +97,44 @@ class DigitsCNN(nn.Module):
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 
 
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 images (3x3 stem, no max-pool; the usual CIFAR variant):
+    11,173,962 weights at width 1 — the million-weight target of chunked generation."""
+
+    def __init__(self, n_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> None:
+        super().__init__()
+        c = _scaled(width, 64, 128, 256, 512)
+        self.conv1 = nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c[0])
+        blocks, c_in = [], c[0]
+        for i, c_out in enumerate(c):
+            for j in range(2):
+                blocks.append(_BasicBlock(c_in, c_out, 2 if i > 0 and j == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c_in, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, 32, 32)
+        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "paper-cnn": lambda width=1.0: PaperCNN(width=width),
     "paper-cnn-relu": lambda width=1.0: PaperCNN(activation="relu", width=width),
@@ -104,6 +142,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "paper-cifar-cnn-relu": lambda width=1.0: PaperCIFARCNN(activation="relu", width=width),
     "iris-mlp": lambda width=1.0: IrisMLP(width=width),
     "digits-cnn": lambda width=1.0: DigitsCNN(width=width),
+    "resnet18": lambda width=1.0: ResNet18(width=width),
 }
 """Model constructors by name; ``width`` scales every hidden size (the model's family)."""
 
