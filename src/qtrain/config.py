@@ -82,6 +82,20 @@ class QTConfig:
             states each give C consecutive weights (the mapping's output width is C), so
             ``N = ceil(log2(ceil(M / C)))``: 1 (the papers', default) up to thousands for
             million-weight targets.
+        target_modules: which modules' parameters are generated, PEFT-style: a list of
+            module names (each also matching names ending in ``"." + name``) or one regular
+            expression for the whole name; ``None`` = every trainable parameter. Parameters
+            outside the targets (or inside ``exclude_modules``) stay the model's own and
+            are frozen, except inside ``modules_to_save``, which train as ordinary
+            parameters (counted in ``n_trainable``). With ``lora_rank``: the ``nn.Linear``
+            layers to adapt (``None`` = all).
+        exclude_modules: modules whose parameters are never generated (same syntax).
+        modules_to_save: modules kept trainable classically (same syntax).
+        lora_rank: QT-LoRA. Instead of the weights themselves, generate rank-r LoRA
+            factors ``A (r, in)`` and ``B (out, r)`` of every targeted ``nn.Linear``; its
+            weight becomes ``W0 + (lora_alpha / r) B A`` with the pretrained ``W0`` frozen,
+            and B starts at exactly 0 (so the wrapped model starts as the pretrained one).
+        lora_alpha: the LoRA scale numerator; ``None`` = ``lora_rank`` (scale 1).
     """
 
     depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
@@ -108,6 +122,14 @@ class QTConfig:
         default=0.0, metadata={"help": "Bit-flip probability at readout: one for all wires, or one per wire."}
     )
     chunk_size: int = field(default=1, metadata={"help": "Weights per basis state C; N = ceil(log2(ceil(M / C)))."})
+    target_modules: str | tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Modules whose parameters are generated (names, or one regex)."})
+    exclude_modules: str | tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Modules never generated (names, or one regex)."})
+    modules_to_save: str | tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Modules trained classically (names, or one regex)."})
+    lora_rank: int | None = field(default=None, metadata={"help": "QT-LoRA rank r (generate LoRA factors)."})
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scale numerator; None = lora_rank."})
 
     def __post_init__(self) -> None:
         def need_int(name: str, minimum: int, optional: bool = False) -> None:
@@ -123,6 +145,21 @@ class QTConfig:
         need_int("n_qubits", 1, optional=True)
         need_int("seed", 0)
         need_int("chunk_size", 1)
+        need_int("lora_rank", 1, optional=True)
+        for name in ("target_modules", "exclude_modules", "modules_to_save"):
+            v = getattr(self, name)
+            if v is None or isinstance(v, str):
+                continue
+            if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) and x for x in v):
+                raise ValueError(f"`{name}` must be None, a regex string, or a non-empty list of module names; got {v!r}")
+            setattr(self, name, tuple(v))
+        if self.lora_alpha is not None and (isinstance(self.lora_alpha, bool) or not isinstance(
+                self.lora_alpha, (int, float)) or not self.lora_alpha > 0):
+            raise ValueError(f"`lora_alpha` must be a positive number, got {self.lora_alpha!r}")
+        if self.lora_alpha is not None and self.lora_rank is None:
+            raise ValueError("`lora_alpha` is set but `lora_rank` is not: set lora_rank to use QT-LoRA")
+        if self.lora_rank is not None and self.generator == "subspace":
+            raise ValueError("`generator`='subspace' has no mapping to emit LoRA factors; use another generator")
         if not isinstance(self.ansatz, str):
             raise TypeError(f"`ansatz` must be a registered name (str), got {type(self.ansatz).__name__}")
         get_ansatz(self.ansatz)  # raises with the valid names
@@ -195,6 +232,13 @@ class QTConfig:
         return self.activation or MLP_ACTIVATION
 
     @property
+    def resolved_lora_scale(self) -> float:
+        """``lora_alpha / lora_rank`` (1 by default)."""
+        if self.lora_rank is None:
+            raise ValueError("not a QT-LoRA config (lora_rank is None)")
+        return (self.lora_alpha if self.lora_alpha is not None else self.lora_rank) / self.lora_rank
+
+    @property
     def resolved_weight_scale(self) -> str:
         if self.weight_scale != "auto":
             return self.weight_scale
@@ -203,7 +247,7 @@ class QTConfig:
     def to_dict(self) -> dict:
         """Plain JSON-able dict, with the qtrain version that wrote it."""
         d = asdict(self)
-        for key in ("mapping_hidden", "readout_error"):
+        for key in ("mapping_hidden", "readout_error", "target_modules", "exclude_modules", "modules_to_save"):
             if isinstance(d[key], tuple):
                 d[key] = list(d[key])
         d["qtrain_version"] = __version__

@@ -80,6 +80,8 @@ class WeightGenerator(nn.Module):
         self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long), persistent=False)
         self.register_buffer("gains", None if gains is None else gains.to(dtype))
         self.register_buffer("offsets", None if offsets is None else offsets.to(dtype))
+        # QT-LoRA: B's start values, subtracted so that B starts at exactly 0
+        self.register_buffer("anchor", None)
 
     def forward(self) -> Tensor:
         probs = self.source()  # (2^N,)
@@ -100,6 +102,8 @@ class WeightGenerator(nn.Module):
             w = w * torch.repeat_interleave(self.gains, self.sizes, output_size=self.n_generated)
         if self.offsets is not None:
             w = w + torch.repeat_interleave(self.offsets, self.sizes, output_size=self.n_generated)
+        if self.anchor is not None:
+            w = w - self.anchor
         return w
 
     def _chunk(self, x: Tensor, lo: int) -> Tensor:

@@ -30,7 +30,7 @@ from .circuits.fast import supports_fast
 from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
 from .config import QTConfig
 from .generator import CHUNK_ROWS, WeightGenerator
-from .layout import WeightLayout
+from .layout import WeightLayout, match_modules
 from .mapping import MappingModel, ProbabilityTransform
 from .resources import check_fits, format_bytes
 
@@ -148,7 +148,7 @@ class QuantumTrain(nn.Module):
                 f"this {type(model).__name__} is already wrapped by a QuantumTrain (its generated parameters are "
                 "frozen placeholders); wrap a fresh instance, or qt.merge_and_unload() to get a plain copy"
             )
-        layout = WeightLayout.from_module(model)
+        layout = _layout(model, config)
         m = layout.n_generated
         rows = -(-m // config.chunk_size)
         need = qubits_for(rows)
@@ -178,8 +178,17 @@ class QuantumTrain(nn.Module):
             means, stds = _init_stats(model, layout)
             self.generator.gains = (stds / rms).to(device, dtype)
             self.generator.offsets = means.to(device, dtype)
+        if config.lora_rank is not None and isinstance(self.generator, WeightGenerator):
+            # LoRA starts from B = 0: B's generated values are taken relative to their start
+            with torch.no_grad():
+                start = self.generator()
+            anchor = torch.zeros_like(start)
+            for slot in layout.slots[1::2]:  # the lora_B factors
+                anchor[slot.offset : slot.offset + slot.numel] = start[slot.offset : slot.offset + slot.numel]
+            self.generator.anchor = anchor
         params = dict(model.named_parameters())
-        self._placeholders = [params[s.name] for s in layout.slots]  # read for their current dtype
+        # LoRA factors have no parameter of their own: the frozen base weights stand in
+        self._placeholders = [params[s.name] for s in layout.slots] if config.lora_rank is None else []
         for p in self._placeholders:
             p.requires_grad_(False)
         self._guard = model.register_forward_pre_hook(_guard_direct_call)
@@ -229,11 +238,13 @@ class QuantumTrain(nn.Module):
 
     @property
     def n_trainable(self) -> int:
-        """Trainable scalars of the QNN, the mapping and (if learnable) the transform."""
-        return sum(p.numel() for p in self.generator.parameters() if p.requires_grad)
+        """Trainable scalars: the QNN, the mapping, (if learnable) the transform, and the
+        model's own parameters kept trainable (``modules_to_save``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def trainable_parameter_counts(self) -> dict[str, int]:
-        """``{"qnn", "mapping", "transform", "trainable", "generated", "n_qubits", "chunk_size"}`` counts;
+        """``{"qnn", "mapping", "transform", "classical", "trainable", "generated", "n_qubits",
+        "chunk_size"}`` counts (``"classical"``: the model's own trainable parameters);
         ``"qnn"`` counts the probability source (the QNN, or the baseline in its place;
         for ``"subspace"``, ``z``)."""
 
@@ -243,9 +254,10 @@ class QuantumTrain(nn.Module):
         g = self.generator
         source = getattr(g, "source", None)
         return {
-            "qnn": count(source) if source is not None else self.n_trainable,
+            "qnn": count(source) if source is not None else count(g),
             "mapping": count(getattr(g, "mapping", None)),
             "transform": count(getattr(g, "transform", None)),
+            "classical": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "trainable": self.n_trainable,
             "generated": self.n_generated,
             "n_qubits": self.n_qubits,
@@ -256,6 +268,7 @@ class QuantumTrain(nn.Module):
         """Print the counts: QNN angles | mapping | trainable | generated M | qubits N | ratio."""
         c = self.trainable_parameter_counts()
         extra = f" | transform: {c['transform']:,}" if c["transform"] else ""
+        extra += f" | classical: {c['classical']:,}" if c["classical"] else ""
         chunk = f" | chunk C: {c['chunk_size']:,}" if c["chunk_size"] > 1 else ""
         source = "QNN angles" if self.config.generator == "qnn" else f"{self.config.generator} (baseline)"
         print(
@@ -269,6 +282,16 @@ class QuantumTrain(nn.Module):
         parameters under each of their names, as the same tensor). Differentiable."""
         w = self.generator()  # (M,)
         out: dict[str, Tensor] = {}
+        if self.config.lora_rank is not None:
+            scale = self.config.resolved_lora_scale
+            slots = self.layout.slots
+            for a, b in zip(slots[::2], slots[1::2]):
+                name = a.name.removesuffix(".lora_A")
+                base = self.model.get_submodule(name).weight
+                factor_a = w[a.offset : a.offset + a.numel].view(a.shape)
+                factor_b = w[b.offset : b.offset + b.numel].view(b.shape)
+                out[f"{name}.weight"] = base + (scale * (factor_b @ factor_a)).to(base.dtype)
+            return out
         for slot, placeholder in zip(self.layout.slots, self._placeholders):
             t = w[slot.offset : slot.offset + slot.numel].view(slot.shape).to(placeholder.dtype)
             for alias in slot.aliases:
@@ -320,11 +343,11 @@ class QuantumTrain(nn.Module):
             weights = self._cache if self._cache is not None else self.generate_weights()
         plain = copy.deepcopy(self.model)
         plain._forward_pre_hooks.pop(self._guard.id, None)
-        for slot in self.layout.slots:
-            param = nn.Parameter(weights[slot.name].detach().clone())
-            for alias in slot.aliases:
-                owner, attr = _owner(plain, alias)
-                owner._parameters[attr] = param  # same key, same place: registration order kept
+        params: dict[int, nn.Parameter] = {}  # tied names share one tensor, and one Parameter again
+        for name, tensor in weights.items():
+            param = params.setdefault(id(tensor), nn.Parameter(tensor.detach().clone()))
+            owner, attr = _owner(plain, name)
+            owner._parameters[attr] = param  # same key, same place: registration order kept
         return plain
 
     def generated_state_dict(self) -> dict[str, Tensor]:
@@ -350,6 +373,7 @@ class QuantumTrain(nn.Module):
                 "n_qubits": self.n_qubits,
                 "generated": self.layout.describe(),
                 "frozen": list(self.layout.frozen),
+                "classical": list(self.layout.classical),
             },
         }
         tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
@@ -385,7 +409,7 @@ class QuantumTrain(nn.Module):
             saved = {name: tuple(shape) for name, shape in meta["target"]["generated"]}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"cannot read {directory / CONFIG_NAME}: {e}") from None
-        layout = WeightLayout.from_module(model)
+        layout = _layout(model, config)
         have = {s.name: s.shape for s in layout.slots}
         problems = [f"  missing in model: {k} {list(v)}" for k, v in saved.items() if k not in have]
         problems += [f"  not in checkpoint: {k} {list(v)}" for k, v in have.items() if k not in saved]
@@ -486,13 +510,35 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
     return WeightGenerator(source, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots])
 
 
+def _layout(model: nn.Module, config: QTConfig) -> WeightLayout:
+    """What ``config`` generates of ``model`` (freezing, in place, what it does not)."""
+    if config.lora_rank is None:
+        return WeightLayout.for_model(model, target_modules=config.target_modules,
+                                      exclude_modules=config.exclude_modules, modules_to_save=config.modules_to_save)
+    if config.target_modules is None:
+        modules = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+        if not modules:
+            raise ValueError(f"QT-LoRA adapts nn.Linear layers and {type(model).__name__} has none")
+    else:
+        modules = match_modules(model, config.target_modules, "target_modules")
+    if config.exclude_modules is not None:
+        dropped = set(match_modules(model, config.exclude_modules, "exclude_modules"))
+        modules = [m for m in modules if m not in dropped]
+    return WeightLayout.for_lora(model, modules, config.lora_rank, config.modules_to_save)
+
+
 def _init_stats(model: nn.Module, layout: WeightLayout) -> tuple[Tensor, Tensor]:
     """Mean and std of each generated tensor's initial values. A tensor initialised to a
     constant (BatchNorm weights, zero biases) keeps its mean and gets the median std of
-    the others, so it can still move."""
+    the others, so it can still move. LoRA factors: A as LoRA initialises it (uniform in
+    +-1/sqrt(in), std 1/sqrt(3 in)); B (zero at the start) moves on A's scale."""
     params = dict(model.named_parameters())
     means, stds = [], []
     for slot in layout.slots:
+        if slot.name.endswith((".lora_A", ".lora_B")):
+            means.append(0.0)
+            stds.append(1 / math.sqrt(3 * slot.shape[1]) if slot.name.endswith(".lora_A") else 0.0)
+            continue
         p = params[slot.name].detach().double()
         means.append(float(p.mean()))
         stds.append(float(p.std()) if p.numel() > 1 else 0.0)
