@@ -43,7 +43,7 @@ def _add_qt_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="paper-cnn", choices=sorted(MODELS), help="target model (default: paper-cnn)")
     p.add_argument("--ansatz", default="u3-cu3-ring", choices=sorted(ANSATZE), help="circuit family")
     p.add_argument("--depth", type=int, default=16, help="ansatz blocks L (default: 16)")
-    p.add_argument("--mapping", default="mlp", choices=MAPPINGS, help="'mlp' (default) or 'paper' (reference preset)")
+    p.add_argument("--mapping", default="mlp", choices=MAPPINGS, help="'mlp' (default), 'paper' (reference preset) or 'mps' (tensor network)")
     p.add_argument("--generator", default="qnn", choices=GENERATORS,
                    help="'qnn' (default) or a classical baseline at the same trainable budget")
     p.add_argument("--chunk-size", type=int, default=1,

@@ -16,7 +16,7 @@ from .mapping import ACTIVATIONS
 
 __all__ = ["QTConfig"]
 
-MAPPINGS = ("mlp", "paper")
+MAPPINGS = ("mlp", "paper", "mps")
 GENERATORS = ("qnn", "fixed-random", "uniform", "no-entanglement", "tensor-train", "low-rank", "subspace")
 # Defaults per mapping kind: the paper preset is the reference's (4, 20, 4), no activation.
 PAPER_HIDDEN = (4, 20, 4)
@@ -36,8 +36,12 @@ class QTConfig:
             with :func:`qtrain.circuits.register_ansatz`.
         n_qubits: circuit width N; ``None`` = ``ceil(log2 M)`` (at least 1, so a model
             with M = 1 weight uses one qubit). A larger N is allowed; a smaller one is an error.
-        mapping: ``"mlp"`` (default: a non-linear MLP) or ``"paper"`` (the reference preset:
-            hidden (4, 20, 4), no activation, mean-centred output; an affine map in disguise).
+        mapping: ``"mlp"`` (default: a non-linear MLP), ``"paper"`` (the reference preset:
+            hidden (4, 20, 4), no activation, mean-centred output; an affine map in disguise)
+            or ``"mps"`` (a matrix-product-state mapping of bond ``mps_bond``, each input
+            embedded as ``[z, 1 - z]``; :class:`~qtrain.mapping.MPSMapping`).
+        mps_bond: bond dimension D of ``mapping="mps"``; its trainable count is
+            ``2D + 2D^2 (N - 1) + 2DC`` (:func:`~qtrain.mapping.mps_parameter_count`).
         mapping_hidden: hidden widths of the mapping; ``None`` = (32, 32) for ``"mlp"``,
             (4, 20, 4) for ``"paper"``.
         activation: mapping activation (``"gelu"``, ``"relu"``, ``"silu"``, ``"tanh"``,
@@ -103,6 +107,7 @@ class QTConfig:
     n_qubits: int | None = field(default=None, metadata={"help": "Circuit width; None = ceil(log2 M)."})
     mapping: str = field(default="mlp", metadata={"help": "'mlp' or 'paper' (the reference preset)."})
     mapping_hidden: tuple[int, ...] | None = field(default=None, metadata={"help": "Mapping hidden widths."})
+    mps_bond: int = field(default=8, metadata={"help": "Bond dimension of mapping='mps'."})
     activation: str | None = field(default=None, metadata={"help": "Mapping activation."})
     weight_scale: str = field(default="auto", metadata={"help": "'auto', 'init' or 'none'."})
     learnable_transform: bool = field(default=False, metadata={"help": "Train (gamma, beta, alpha)."})
@@ -196,6 +201,10 @@ class QTConfig:
             self.mapping_hidden = hidden
         if self.activation is not None and self.activation not in ACTIVATIONS:
             raise ValueError(f"Invalid `activation` {self.activation!r}. Must be one of {sorted(ACTIVATIONS)}.")
+        need_int("mps_bond", 1)
+        if self.mapping == "mps" and (self.mapping_hidden is not None or self.activation is not None):
+            raise ValueError("`mapping_hidden` and `activation` describe the MLP mappings; mapping='mps' is set by "
+                             "`mps_bond`")
         if self.mapping == "paper" and self.activation not in (None, "none"):
             raise ValueError(
                 f"`mapping`='paper' has no activation (it is the affine reference preset), got "

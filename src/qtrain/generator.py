@@ -65,7 +65,7 @@ class WeightGenerator(nn.Module):
         self.transform = transform
         self.mapping = mapping
         self.n_generated = int(sum(sizes))
-        self.chunk_size = mapping.net[-1].out_features  # C
+        self.chunk_size = mapping.n_outputs  # C
         self.n_rows = -(-self.n_generated // self.chunk_size)  # R
         if self.n_rows > 2**n_qubits:
             raise ValueError(f"{self.n_rows:,} rows need more than the {2**n_qubits:,} basis states of {n_qubits} qubits")

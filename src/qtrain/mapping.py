@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "MappingModel", "ProbabilityTransform", "bit_features"]
+__all__ = ["ACTIVATIONS", "MPSMapping", "MappingModel", "ProbabilityTransform", "bit_features", "mps_parameter_count"]
 
 ACTIVATIONS: dict[str, type[nn.Module] | None] = {
     "none": None,
@@ -141,6 +141,7 @@ class MappingModel(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"Invalid `activation` {activation!r}. Must be one of {sorted(ACTIVATIONS)}.")
+        self.n_outputs = n_outputs
         sizes = [n_inputs, *hidden, n_outputs]
         layers: list[nn.Module] = []
         act = ACTIVATIONS[activation]
@@ -191,3 +192,79 @@ class MappingModel(nn.Module):
     def finish(self, out: Tensor) -> Tensor:
         """Centring over all M outputs (when ``center``)."""
         return out - out.mean() if self.center else out
+
+
+def mps_parameter_count(n_inputs: int, bond: int, n_outputs: int = 1) -> int:
+    """Trainable scalars of :class:`MPSMapping`: ``2D + 2D^2 (n - 2) + 2 D C`` for n
+    inputs, bond dimension D and C outputs (n >= 2).
+
+    >>> mps_parameter_count(14, 8)      # N = 13 qubits: 16 + 1,536 + 16
+    1568
+    """
+    return 2 * bond + 2 * bond * bond * (n_inputs - 2) + 2 * bond * n_outputs
+
+
+class _MPSNet(nn.Module):
+    """The contraction behind :class:`MPSMapping`: ``(K, n) -> (K, C)``."""
+
+    def __init__(self, n_inputs: int, bond: int, n_outputs: int, dtype: torch.dtype,
+                 generator: torch.Generator | None) -> None:
+        super().__init__()
+        if n_inputs < 2:
+            raise ValueError(f"an MPS mapping needs at least 2 inputs, got {n_inputs}")
+
+        def noise(*shape: int, scale: float) -> Tensor:
+            return torch.randn(*shape, dtype=dtype, generator=generator) * scale
+
+        # Both physical slices start near the same matrix, so sum_s phi(z)_s G[:, s, :] =
+        # z G0 + (1 - z) G1 ~ identity whatever z is: the chain neither explodes nor
+        # vanishes at the start, and the noise carries the dependence on each input.
+        eye = torch.eye(bond, dtype=dtype)
+        self.first = nn.Parameter(noise(2, bond, scale=1.0))
+        self.middle = nn.Parameter(eye[:, None, :].expand(n_inputs - 2, bond, 2, bond).clone()
+                                   + noise(n_inputs - 2, bond, 2, bond, scale=0.3 / math.sqrt(bond)))
+        self.last = nn.Parameter(noise(bond, 2, n_outputs, scale=1 / math.sqrt(bond)))
+
+    def forward(self, rows: Tensor) -> Tensor:
+        phi = torch.stack([rows, 1 - rows], dim=-1)  # (K, n, 2): each scalar z as [z, 1 - z]
+        v = phi[:, 0] @ self.first  # (K, D)
+        d = self.first.shape[1]
+        for k in range(self.middle.shape[0]):
+            core = self.middle[k].reshape(d, 2 * d)  # (D, 2D): (left, (physical, right))
+            v = torch.einsum("ks,ksd->kd", phi[:, k + 1], (v @ core).view(-1, 2, d))
+        return torch.einsum("ks,ksc->kc", phi[:, -1], torch.einsum("kd,dsc->ksc", v, self.last))
+
+
+class MPSMapping(nn.Module):
+    """A matrix-product-state mapping: each row ``[b_r, x_r]`` of n scalars is embedded
+    site by site as ``[z, 1 - z]`` and contracted with a chain of bond-D cores into C
+    outputs (the tensor-network mapping of the QT follow-ups). Trainable count:
+    :func:`mps_parameter_count`.
+
+    Args:
+        n_inputs: row width, ``N + 1``.
+        bond: bond dimension D.
+        n_outputs: C.
+        center: subtract the mean of the outputs.
+
+    >>> g = MPSMapping(5, bond=3, n_outputs=2, center=True)
+    >>> g.rows(torch.randn(7, 5)).shape, sum(p.numel() for p in g.parameters()) == mps_parameter_count(5, 3, 2)
+    (torch.Size([7, 2]), True)
+    """
+
+    def __init__(self, n_inputs: int, bond: int, *, n_outputs: int = 1, center: bool = True,
+                 dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if isinstance(bond, bool) or not isinstance(bond, int) or bond < 1:
+            raise ValueError(f"`bond` must be a positive int, got {bond!r}")
+        self.n_outputs = n_outputs
+        self.net = _MPSNet(n_inputs, bond, n_outputs, dtype, generator)
+        self.center = center
+
+    forward = MappingModel.forward
+    rows = MappingModel.rows
+    finish = MappingModel.finish
+
+    def as_affine(self) -> None:
+        """Never affine (the contraction is multilinear in the inputs)."""
+        return None

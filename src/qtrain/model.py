@@ -31,7 +31,7 @@ from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
 from .config import QTConfig
 from .generator import CHUNK_ROWS, WeightGenerator
 from .layout import WeightLayout, match_modules
-from .mapping import MappingModel, ProbabilityTransform
+from .mapping import MappingModel, MPSMapping, ProbabilityTransform
 from .resources import check_fits, format_bytes
 
 __all__ = ["QuantumTrain", "CONFIG_NAME", "WEIGHTS_NAME", "qubits_for", "estimate_memory"]
@@ -74,7 +74,10 @@ def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = N
     dtype = resolve_dtype(config.dtype)
     elem = torch.empty((), dtype=dtype).element_size()
     ops = get_ansatz(config.ansatz).operations(n, config.depth)
-    width = sum(config.resolved_hidden) + config.chunk_size
+    if config.mapping == "mps":  # each site keeps ~3 bond-wide activations per row
+        width = (n + 1) * config.mps_bond + config.chunk_size
+    else:
+        width = sum(config.resolved_hidden) + config.chunk_size
     live_rows = min(rows, CHUNK_ROWS)  # past one chunk, activations are recomputed per chunk
     mapping = (live_rows * (n + 1 + 3 * width) + 8 * rows + 8 * n_generated) * elem
     method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
@@ -485,7 +488,8 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
         learnable=config.learnable_transform,
         dtype=dtype,
     )
-    mapping = MappingModel(
+    mapping = MPSMapping(n + 1, config.mps_bond, n_outputs=config.chunk_size, center=True, dtype=dtype,
+                         generator=rng) if config.mapping == "mps" else MappingModel(
         n + 1,
         config.resolved_hidden,
         n_outputs=config.chunk_size,
