@@ -42,7 +42,7 @@ def test_unknown_keys_are_dropped_with_a_warning():
         ({"depth": 0}, ValueError, "`depth` must be >= 1, got 0"),
         ({"depth": "3"}, TypeError, "`depth` must be an int"),
         ({"ansatz": "bogus"}, ValueError, r"Invalid `ansatz` 'bogus'. Must be one of \["),
-        ({"mapping": "tt"}, ValueError, r"Invalid `mapping` 'tt'. Must be one of \['mlp', 'paper'\]"),
+        ({"mapping": "tt"}, ValueError, r"Invalid `mapping` 'tt'. Must be one of \['mlp', 'paper', 'mps'\]"),
         ({"mapping_hidden": (4, 0)}, ValueError, "`mapping_hidden` must be a sequence of positive ints"),
         ({"activation": "swish"}, ValueError, "Invalid `activation`"),
         ({"mapping": "paper", "activation": "relu"}, ValueError, "affine reference preset"),
