@@ -100,6 +100,11 @@ class QTConfig:
             weight becomes ``W0 + (lora_alpha / r) B A`` with the pretrained ``W0`` frozen,
             and B starts at exactly 0 (so the wrapped model starts as the pretrained one).
         lora_alpha: the LoRA scale numerator; ``None`` = ``lora_rank`` (scale 1).
+        subcircuits: a distributed ansatz: K independent sub-circuits (an int K for
+            near-equal parts, or the sizes ``(N_1, ..., N_K)`` summing to N), each the
+            chosen ansatz at the chosen depth, their distributions combined by an outer
+            product (:class:`~qtrain.circuits.distributed.DistributedQNN`). ``None`` = one
+            circuit on all N qubits.
     """
 
     depth: int = field(default=16, metadata={"help": "Ansatz blocks L (>= 1)."})
@@ -135,6 +140,8 @@ class QTConfig:
         default=None, metadata={"help": "Modules trained classically (names, or one regex)."})
     lora_rank: int | None = field(default=None, metadata={"help": "QT-LoRA rank r (generate LoRA factors)."})
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scale numerator; None = lora_rank."})
+    subcircuits: int | tuple[int, ...] | None = field(
+        default=None, metadata={"help": "Distributed ansatz: K parts, or their qubit counts."})
 
     def __post_init__(self) -> None:
         def need_int(name: str, minimum: int, optional: bool = False) -> None:
@@ -151,6 +158,12 @@ class QTConfig:
         need_int("seed", 0)
         need_int("chunk_size", 1)
         need_int("lora_rank", 1, optional=True)
+        if isinstance(self.subcircuits, (list, tuple)):
+            if not self.subcircuits or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.subcircuits):
+                raise ValueError(f"`subcircuits` sizes must be positive ints, got {self.subcircuits!r}")
+            self.subcircuits = tuple(self.subcircuits)
+        else:
+            need_int("subcircuits", 1, optional=True)
         for name in ("target_modules", "exclude_modules", "modules_to_save"):
             v = getattr(self, name)
             if v is None or isinstance(v, str):
@@ -256,7 +269,8 @@ class QTConfig:
     def to_dict(self) -> dict:
         """Plain JSON-able dict, with the qtrain version that wrote it."""
         d = asdict(self)
-        for key in ("mapping_hidden", "readout_error", "target_modules", "exclude_modules", "modules_to_save"):
+        for key in ("mapping_hidden", "readout_error", "target_modules", "exclude_modules", "modules_to_save",
+                    "subcircuits"):
             if isinstance(d[key], tuple):
                 d[key] = list(d[key])
         d["qtrain_version"] = __version__

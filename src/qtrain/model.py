@@ -26,6 +26,7 @@ from . import baselines
 from ._io import atomic_write
 from ._version import __version__
 from .circuits import QNN, get_ansatz
+from .circuits.distributed import DistributedQNN, split_qubits
 from .circuits.fast import supports_fast
 from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
 from .config import QTConfig
@@ -73,15 +74,19 @@ def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = N
     n = n_qubits or qubits_for(rows)
     dtype = resolve_dtype(config.dtype)
     elem = torch.empty((), dtype=dtype).element_size()
-    ops = get_ansatz(config.ansatz).operations(n, config.depth)
+    parts = (n,) if config.subcircuits is None else split_qubits(n, config.subcircuits)
     if config.mapping == "mps":  # each site keeps ~3 bond-wide activations per row
         width = (n + 1) * config.mps_bond + config.chunk_size
     else:
         width = sum(config.resolved_hidden) + config.chunk_size
     live_rows = min(rows, CHUNK_ROWS)  # past one chunk, activations are recomputed per chunk
     mapping = (live_rows * (n + 1 + 3 * width) + 8 * rows + 8 * n_generated) * elem
-    method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
-    return int(estimate_circuit_bytes(ops, n, dtype, method=method) + mapping)
+    circuit = 0.0 if len(parts) == 1 else 4 * 2**n * elem  # the outer products
+    for part in parts:  # a distributed ansatz simulates each part on its own
+        ops = get_ansatz(config.ansatz).operations(part, config.depth)
+        method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
+        circuit += estimate_circuit_bytes(ops, part, dtype, method=method)
+    return int(circuit + mapping)
 
 
 def _owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -222,11 +227,12 @@ class QuantumTrain(nn.Module):
 
     # --- what is generated -------------------------------------------------------
     @property
-    def qnn(self) -> QNN | None:
-        """The circuit module (its parameter ``weights`` holds the angles); ``None`` when a
-        classical baseline replaces it."""
+    def qnn(self) -> QNN | DistributedQNN | None:
+        """The circuit module (its parameter ``weights`` holds the angles; with
+        ``subcircuits``, a :class:`~qtrain.circuits.distributed.DistributedQNN` whose
+        ``parts`` are QNNs); ``None`` when a classical baseline replaces it."""
         source = getattr(self.generator, "source", None)
-        return source if isinstance(source, QNN) else None
+        return source if isinstance(source, (QNN, DistributedQNN)) else None
 
     @property
     def n_qubits(self) -> int:
@@ -468,16 +474,23 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
     ansatz = get_ansatz(config.ansatz)
     if config.generator == "no-entanglement":
         ansatz = baselines.no_entanglement(ansatz)
+    sizes = (n,) if config.subcircuits is None else split_qubits(n, config.subcircuits)
     if config.generator in ("qnn", "no-entanglement"):
-        qnn = QNN(n, config.depth, ansatz, dtype=dtype, generator=rng, check_memory=False, shots=config.shots,
-                  diff_method=config.diff_method, depolarizing=config.depolarizing,
-                  readout_error=config.readout_error, spsa_epsilon=config.spsa_epsilon, sample_seed=config.seed)
-        budget = qnn.weights.numel()
+        options = dict(dtype=dtype, generator=rng, check_memory=False, shots=config.shots,
+                       diff_method=config.diff_method, depolarizing=config.depolarizing,
+                       readout_error=config.readout_error, spsa_epsilon=config.spsa_epsilon, sample_seed=config.seed)
+        if config.subcircuits is None:
+            qnn = QNN(n, config.depth, ansatz, **options)
+        else:
+            qnn = DistributedQNN(sizes, config.depth, ansatz, **options)
+        budget = sum(p.numel() for p in qnn.parameters())
     else:
         # Draw the angles anyway, so the mapping starts exactly as in the QT run it is compared with.
-        angles = torch.empty(ansatz.weight_shape(n, config.depth), dtype=dtype)
-        ansatz.init_weights(angles, rng)
-        budget = angles.numel()  # a parametric stand-in gets the QNN's angle count
+        budget = 0
+        for part in sizes:
+            angles = torch.empty(ansatz.weight_shape(part, config.depth), dtype=dtype)
+            ansatz.init_weights(angles, rng)
+            budget += angles.numel()  # a parametric stand-in gets the QNN's angle count
     rows = -(-m // config.chunk_size)
     transform = ProbabilityTransform(
         n,
