@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset
 from .model import QuantumTrain
 
-__all__ = ["TrainConfig", "evaluate", "fit"]
+__all__ = ["TrainConfig", "evaluate", "fit", "train_step"]
 
 
 @dataclass
@@ -193,23 +193,7 @@ def fit(
         bar = _progress(batches, progress and main, f"{desc} epoch {epoch}/{config.epochs}")
         running = torch.zeros((), device=device)  # summed on device: no per-step host sync
         for i in bar:
-            idx = order[i : i + config.batch_size]
-            if world == 1:
-                xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
-                loss = F.cross_entropy(model(xb), yb)
-                running += loss.detach() * len(idx)
-            else:
-                local = distributed.shard(idx)
-                xb, yb = data.x_train[local].to(device), data.y_train[local].to(device)
-                loss_sum = F.cross_entropy(net(xb), yb, reduction="sum")
-                # DDP averages gradients over the ranks; scaled by world / global batch, that
-                # average is the gradient of the global batch's mean loss whatever the shard
-                # sizes (the last batch's shards may differ by one, or be empty).
-                loss = loss_sum * (world / len(idx))
-                running += loss_sum.detach()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            running += train_step(net, opt, data.x_train, data.y_train, order[i : i + config.batch_size], device)
         if world > 1:
             dist.all_reduce(running)  # the global epoch loss, the same on every rank
             distributed.sync_buffers(model)  # rank 0's buffers: what the checkpoint holds
@@ -225,6 +209,35 @@ def fit(
         if on_epoch is not None and main:
             on_epoch(record)
     return history
+
+
+def train_step(
+    net: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, idx: Tensor, device: torch.device
+) -> Tensor:
+    """One optimiser step on the global mini-batch ``x[idx], y[idx]`` (cross-entropy);
+    returns this rank's summed loss, detached (the whole batch's in one process).
+
+    In a process group of more than one process ``net`` is the DDP-wrapped model and this
+    rank computes only its :func:`~qtrain.distributed.shard` of ``idx``.
+    """
+    world = distributed.get_world_size()
+    if world == 1:
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        loss = F.cross_entropy(net(xb), yb)
+        summed = loss.detach() * len(idx)
+    else:
+        local = distributed.shard(idx)
+        xb, yb = x[local].to(device), y[local].to(device)
+        summed = F.cross_entropy(net(xb), yb, reduction="sum")
+        # DDP averages gradients over the ranks; scaled by world / global batch, that
+        # average is the gradient of the global batch's mean loss whatever the shard
+        # sizes (the last batch's shards may differ by one, or be empty).
+        loss = summed * (world / len(idx))
+        summed = summed.detach()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return summed
 
 
 def _progress(iterable, enabled: bool, desc: str):
