@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--ansatz", default="u3-cu3-ring")
     ap.add_argument("--mapping", default="mlp")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
