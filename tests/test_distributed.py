@@ -117,6 +117,10 @@ def test_bad_process_counts_and_backends_are_one_line_errors(capsys, monkeypatch
         monkeypatch.setenv(k, v)
     with pytest.raises(ValueError, match="already one of torchrun's 2 workers"):
         distributed.launch(["x.py"], 2)
+    assert cli.main(["train", "--nproc", "2"]) == 2  # a worker asked to launch more
+    assert "drop --nproc" in capsys.readouterr().err
+    assert cli.main(["info"]) == 2  # only `train` is data-parallel
+    assert "only `qtrain train`" in capsys.readouterr().err
 
 
 def test_workers_get_the_same_command_line_without_nproc():

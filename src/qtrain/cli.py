@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "train" and distributed.launched_by_torchrun() and os.environ.get("WORLD_SIZE", "1") != "1":
+            # the other commands would write the same files from every process
+            raise ValueError(f"only `qtrain train` runs data-parallel; run `qtrain {args.command}` without torchrun")
         return args.func(args)
     except BrokenPipeError:  # `qtrain info | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
