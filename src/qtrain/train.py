@@ -217,10 +217,11 @@ def train_step(
     """One optimiser step on the global mini-batch ``x[idx], y[idx]`` (cross-entropy);
     returns this rank's summed loss, detached (the whole batch's in one process).
 
-    In a process group of more than one process ``net`` is the DDP-wrapped model and this
-    rank computes only its :func:`~qtrain.distributed.shard` of ``idx``.
+    When ``net`` is DDP-wrapped this rank computes only its
+    :func:`~qtrain.distributed.shard` of ``idx``; any other ``net`` takes the whole batch.
     """
-    world = distributed.get_world_size()
+    is_ddp = isinstance(net, nn.parallel.DistributedDataParallel)
+    world = distributed.get_world_size() if is_ddp else 1
     if world == 1:
         xb, yb = x[idx].to(device), y[idx].to(device)
         loss = F.cross_entropy(net(xb), yb)
