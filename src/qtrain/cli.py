@@ -106,6 +106,10 @@ def _launch_train(args: argparse.Namespace) -> int:
     out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
     TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
     _qt_config(args)  # bad settings: one error line here rather than one per worker
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None and args.nproc > torch.cuda.device_count():
+        raise ValueError(f"--nproc {args.nproc} with --device cuda puts one process on each GPU, but this machine has "
+                         f"{torch.cuda.device_count()}")
     if (out / "config.json").exists() and not args.resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     args.resume_hint = f"the same command plus --resume --out {out}"

@@ -104,6 +104,9 @@ def setup(device: str | torch.device = "cpu", backend: str | None = None) -> tor
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"this process (LOCAL_RANK {os.environ.get('LOCAL_RANK', 0)}) would train on {device}, but "
+                             f"this machine has {torch.cuda.device_count()} GPU(s): start at most one process per GPU")
         torch.cuda.set_device(device)
     if not _initialized():
         dist.init_process_group(resolve_backend(device, backend))
