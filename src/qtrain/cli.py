@@ -3,6 +3,7 @@
     qtrain train                         # paper CNN on the offline MNIST subset, QT vs classical
     qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30 --out runs/iris
     qtrain train --dataset iris --model iris-mlp --depth 4 --epochs 30 --out runs/iris --resume
+    qtrain train --nproc 2 --out runs/ddp  # data-parallel: torchrun, 2 processes (gloo on CPU)
     qtrain export runs/iris              # runs/iris/export/model.safetensors and model.onnx
     qtrain reproduce mnist-depth --seeds 0 1 2   # the papers' depth study; rerun to continue
     qtrain info --model paper-cnn --depth 16 --mapping paper
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .circuits import ANSATZE
 from .config import GENERATORS, MAPPINGS, QTConfig
 from .checkpoint import CheckpointError, read_checkpoint_meta
@@ -63,17 +64,31 @@ def _err(msg: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    distributed.resolve_backend(args.device, args.backend)  # nccl without CUDA: an error here, not in the workers
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR, the directory of the run to continue")
-    out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
+    if args.nproc is not None and args.nproc > 1:
+        return _launch_train(args)
+    distributed.setup(args.device, args.backend)  # a torchrun worker joins its process group; else nothing
+    main = distributed.is_main_process()
+    # every rank must use rank 0's directory (a default name follows the clock)
+    out = Path(distributed.broadcast_object(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")))
+    log = _err if main else None
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             device=args.device)
     qt_cfg = _qt_config(args)
-    _err(f"qtrain {__version__}: {args.model} on {args.dataset}, {'resuming' if args.resume else 'writing'} {out}/")
+    world = distributed.get_world_size()
+    if main:
+        _err(f"qtrain {__version__}: {args.model} on {args.dataset}, {'resuming' if args.resume else 'writing'} {out}/"
+             + (f", {world} processes ({distributed.resolve_backend(args.device, args.backend)})" if world > 1 else ""))
     args.resume_hint = f"the same command plus --resume --out {out}"
     results = run_job(out, dataset=args.dataset, data_dir=args.data_dir, model=args.model, qt=qt_cfg,
                       train=train_cfg, runs=("qt",) if args.no_classical else ("qt", "classical"),
-                      resume=args.resume, progress=not args.no_progress, log=_err)
+                      resume=args.resume, progress=not args.no_progress and main, log=log)
+    if not main:
+        return 0
     rows = [("run", "trainable", "epochs", "train acc %", "test acc %", "gap (CE)", "train time s")]
     names = {"qt": "QT", "classical": "classical", "classical_1_epoch": "classical, 1 epoch (papers' baseline)"}
     for key, r in results.items():
@@ -86,6 +101,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nwrote {out}/: model.safetensors (the QT-trained plain model), qt/ (QT checkpoint), metrics.jsonl, "
           f"results.json, config.json, curves.png, checkpoints")
     return 0
+
+
+def _launch_train(args: argparse.Namespace) -> int:
+    """``qtrain train --nproc K``: the same command in K torchrun workers on this machine."""
+    out = Path(args.out or time.strftime("runs/train-%Y%m%d-%H%M%S"))
+    TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    _qt_config(args)  # bad settings: one error line here rather than one per worker
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None and args.nproc > torch.cuda.device_count():
+        raise ValueError(f"--nproc {args.nproc} with --device cuda puts one process on each GPU, but this machine has "
+                         f"{torch.cuda.device_count()}")
+    if (out / "config.json").exists() and not args.resume:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    args.resume_hint = f"the same command plus --resume --out {out}"
+    args.out = str(out)
+    _err(f"qtrain: launching {args.nproc} processes with torchrun (python -m torch.distributed.run)")
+    return distributed.launch(["-m", "qtrain.cli", *_worker_argv(args)], args.nproc)
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``train`` command line a worker runs: every option spelled out in full from the
+    parsed values, without ``--nproc``. Rebuilt rather than copied because torchrun parses
+    the options it recognises anywhere on its command line, abbreviations included
+    (``--nproc`` would be taken for its ``--nproc-per-node``)."""
+    argv = ["train"]
+    for action in args.subparser._actions:
+        if not action.option_strings or action.dest in ("help", "nproc"):
+            continue
+        value, flag = getattr(args, action.dest), action.option_strings[-1]
+        if action.nargs == 0:  # store_true
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]  # str(float) round-trips exactly
+    return argv
 
 
 def _report(summary: dict, files: str) -> int:
@@ -189,7 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--nproc", type=int, metavar="K",
+                   help="data-parallel: launch K processes on this machine with torchrun (DDP; --batch-size is the "
+                   "global batch). Across nodes, start `torchrun ... -m qtrain.cli train` yourself: see "
+                   "docs/distributed.md")
+    p.add_argument("--backend", choices=distributed.BACKENDS,
+                   help="process-group backend under torchrun (default: gloo on CPU, nccl on CUDA)")
+    p.set_defaults(func=cmd_train, subparser=p)
 
     p = sub.add_parser("reproduce", help="the papers' experiments as presets (resumable; tables and plots)",
                        description="Run a preset seed by seed. Rerunning the same command continues unfinished runs "
@@ -245,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "train" and distributed.launched_by_torchrun() and os.environ.get("WORLD_SIZE", "1") != "1":
+            # the other commands would write the same files from every process
+            raise ValueError(f"only `qtrain train` runs data-parallel; run `qtrain {args.command}` without torchrun")
         return args.func(args)
     except BrokenPipeError:  # `qtrain info | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

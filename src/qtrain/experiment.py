@@ -11,6 +11,9 @@
   ``safetensors.torch.load_file``; no qtrain needed), ``qt/`` (``from_pretrained``),
   ``classical.safetensors``;
 - ``results.json`` and ``curves.png`` when the job completes.
+
+Under ``torchrun`` every rank runs ``run_job`` with the same arguments; each trains its
+shard (see :func:`qtrain.train.fit`) and rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from . import distributed
 from ._io import atomic_write
 from ._version import __version__
 from .checkpoint import CheckpointError, read_checkpoint_meta
@@ -108,6 +112,7 @@ def run_job(
     """
     qt = qt or QTConfig()
     train = train or TrainConfig()
+    distributed.setup(train.device)  # under torchrun: join the process group before touching `out`
     out = Path(out)
     if not runs or any(r not in RUNS for r in runs):
         raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
@@ -119,7 +124,7 @@ def run_job(
                 return json.loads((out / "results.json").read_text())
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{out}: damaged config.json or results.json ({e})") from None
-    if label is not None and log is not None:
+    if label is not None and log is not None and distributed.is_main_process():
         log(f"{label} -> {out}")
     if cfg_path.exists():
         if not resume:
@@ -133,11 +138,15 @@ def run_job(
                 f"{out} holds a run with other settings; resume it with the same flags, or choose another --out.\n"
                 f"  saved: {json.dumps(_identity(saved), sort_keys=True)}\n  now:   {json.dumps(_identity(job), sort_keys=True)}"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    # every rank has checked the directory before rank 0 writes into it
+    distributed.barrier()
+    main = distributed.is_main_process()
     data = load_dataset(dataset, seed=train.seed, root=data_dir).subset(limit_train, limit_test)
     if val_fraction is not None:
         data = data.hold_out(val_fraction, seed=train.seed)
-    _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
 
     # metrics.jsonl holds exactly what the checkpoints hold, then grows epoch by epoch
     ckpt = {r: out / f"checkpoint-{r}.safetensors" for r in runs}
@@ -146,7 +155,8 @@ def run_job(
         if resume and ckpt[r].exists():
             lines += [{"run": r, **rec} for rec in read_checkpoint_meta(ckpt[r])["history"]]
     metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if main:
+        metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     def on_epoch(run: str):
         def write(record: dict) -> None:
@@ -164,9 +174,11 @@ def run_job(
         histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
                               progress=progress, desc="QT")
         with torch.no_grad(), qt_model.cached_weights():  # one generation: reported == saved
-            final = final_metrics(qt_model, data)
-            _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
-        qt_model.save_pretrained(out / "qt")
+            final = final_metrics(qt_model, data, shard=distributed.get_world_size() > 1)
+            if main:
+                _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
+        if main:
+            qt_model.save_pretrained(out / "qt")
         results["qt"] = {**_summary(histories["qt"], qt_model.n_trainable), **final}
         results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
     if "classical" in runs:
@@ -174,12 +186,14 @@ def run_job(
         net = build_model(model, width)
         histories["classical"] = fit(net, data, train, checkpoint=ckpt["classical"], resume=resume,
                                      on_epoch=on_epoch("classical"), progress=progress, desc="classical")
-        _save_plain(net, out / "classical.safetensors")
+        if main:
+            _save_plain(net, out / "classical.safetensors")
         n = count_parameters(net)
         results["classical"] = _summary(histories["classical"], n)
         results["classical_1_epoch"] = _summary(histories["classical"][:1], n)
-    _write_json(out / "results.json", results)
-    plot_curves(histories, out / "curves.png")
+    if main:
+        _write_json(out / "results.json", results)
+        plot_curves(histories, out / "curves.png")
     return results
 
 

@@ -5,6 +5,12 @@ mini-batches, then evaluate train and test sets in eval mode (one weight generat
 per pass for a QuantumTrain) and record the generalization gap, test CE - train CE.
 The optimiser is the papers' Adam (weight decay 1e-5, eps 1e-6) with
 ReduceLROnPlateau(factor 0.5, patience 5) on the epoch's mean training loss.
+
+Under ``torchrun`` the same loop is data-parallel (see ``docs/distributed.md``): every
+rank draws the same seeded permutation, takes its shard of each *global* mini-batch,
+evaluates the circuit once per step and lets DDP average the gradients, so the run
+follows the single-process one with the same ``batch_size`` (up to float summation
+order). Rank 0 alone writes checkpoints and calls ``on_epoch``.
 """
 
 from __future__ import annotations
@@ -18,14 +24,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset
 from .model import QuantumTrain
 
-__all__ = ["TrainConfig", "evaluate", "fit"]
+__all__ = ["TrainConfig", "evaluate", "fit", "train_step"]
 
 
 @dataclass
@@ -39,7 +47,7 @@ class TrainConfig:
         weight_decay, eps: Adam's, as in the papers.
         plateau_factor, plateau_patience: ReduceLROnPlateau on the epoch training loss.
         seed: seeds the data order.
-        device: where to train.
+        device: where to train; under torchrun a bare ``"cuda"`` means each rank's own GPU.
     """
 
     epochs: int = 10
@@ -65,11 +73,22 @@ class TrainConfig:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode."""
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024, *, shard: bool = False
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode.
+
+    With ``shard`` (a collective: every rank must call it) each rank scores every
+    ``world``-th example and the sums are all-reduced: every rank returns the metrics of
+    the whole set. Every rank generates the weights once, as a single process would,
+    which keeps a shots sampler's stream the same on all ranks.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    total = len(y)
+    if shard:
+        x, y = distributed.shard(x), distributed.shard(y)
     total_loss, correct = 0.0, 0
     ctx = model.cached_weights() if isinstance(model, QuantumTrain) else nullcontext()
     with ctx:
@@ -79,17 +98,23 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
             total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     model.train(was_training)
-    return total_loss / len(y), correct / len(y)
+    if shard and distributed.get_world_size() > 1:
+        sums = torch.tensor([total_loss, correct], dtype=torch.float64, device=device)
+        dist.all_reduce(sums)
+        total_loss, correct = float(sums[0]), int(sums[1])
+    return total_loss / total, correct / total
 
 
-def final_metrics(model: nn.Module, data: Dataset) -> dict:
+def final_metrics(model: nn.Module, data: Dataset, *, shard: bool = False) -> dict:
     """Train and test loss/accuracy and the gap, both sets scored with *one* weight
-    generation (with shots, every generation is a different sample)."""
+    generation (with shots, every generation is a different sample). ``shard``: split the
+    scoring across the ranks of a process group (see :func:`evaluate`)."""
     ctx = model.cached_weights() if isinstance(model, QuantumTrain) else nullcontext()
     with torch.no_grad(), ctx:
-        train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-        val = {} if data.y_val is None else dict(zip(("val_loss", "val_acc"), evaluate(model, data.x_val, data.y_val)))
+        train_loss, train_acc = evaluate(model, data.x_train, data.y_train, shard=shard)
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, shard=shard)
+        val = {} if data.y_val is None else dict(zip(("val_loss", "val_acc"),
+                                                     evaluate(model, data.x_val, data.y_val, shard=shard)))
     return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "gap": test_loss - train_loss, **val}
 
@@ -118,15 +143,25 @@ def fit(
             uninterrupted run's exactly. ``config.epochs`` may be raised to extend a run.
         settings: what identifies the run (default: ``config`` without ``epochs``); a
             checkpoint written with other settings is refused.
-        on_epoch: called with each epoch's metrics as soon as it ends.
-        progress: show a progress bar per epoch (when tqdm is installed).
+        on_epoch: called with each epoch's metrics as soon as it ends (on rank 0 only).
+        progress: show a progress bar per epoch (when tqdm is installed; rank 0 only).
         desc: the progress bar's label.
+
+    Under ``torchrun`` (or in an initialised process group of more than one process) the
+    run is data-parallel: the process group is joined if needed (gloo on CPU, nccl on
+    CUDA), ``model`` is wrapped in DDP, each rank trains on its shard of every global
+    batch of ``config.batch_size`` examples, and only rank 0 writes ``checkpoint``. All
+    ranks must call ``fit`` with the same arguments; ``checkpoint`` must be readable by
+    every rank to resume (a shared filesystem). A checkpoint does not depend on the
+    number of processes: a run may be resumed with another.
 
     Returns:
         One dict per epoch: ``epoch, train_loss, train_acc, test_loss, test_acc, gap, lr,
-        seconds``.
+        seconds`` (the same on every rank).
     """
-    device = torch.device(config.device)
+    device = distributed.setup(config.device)  # joins torchrun's process group, if launched by it
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    main = rank == 0
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, eps=config.eps)
@@ -140,36 +175,70 @@ def fit(
     n = len(data.y_train)
     history: list[dict] = []
     start = 1
-    if resume and checkpoint is not None and Path(checkpoint).exists():
+    # rank 0 decides, so that no rank resumes while another starts afresh
+    if resume and checkpoint is not None and distributed.broadcast_object(Path(checkpoint).exists()):
         done, history = load_checkpoint(checkpoint, settings=settings, **state)
         start = done + 1
+    # DDP after the checkpoint is loaded: its constructor broadcasts rank 0's parameters
+    net = distributed.data_parallel(model, device) if world > 1 else model
     for epoch in range(start, config.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=order_rng)
+        if world > 1:
+            # Each rank's own stream for in-model randomness (dropout), fixed by (seed, epoch,
+            # rank): distinct across ranks, and the same after a resume.
+            torch.manual_seed(distributed.rank_seed(config.seed, epoch, rank))
+        net.train()
+        order = torch.randperm(n, generator=order_rng)  # the same on every rank: same seed, same draws
         batches = range(0, n, config.batch_size)
-        bar = _progress(batches, progress, f"{desc} epoch {epoch}/{config.epochs}")
+        bar = _progress(batches, progress and main, f"{desc} epoch {epoch}/{config.epochs}")
         running = torch.zeros((), device=device)  # summed on device: no per-step host sync
         for i in bar:
-            idx = order[i : i + config.batch_size]
-            xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach() * len(idx)
+            running += train_step(net, opt, data.x_train, data.y_train, order[i : i + config.batch_size], device)
+        if world > 1:
+            dist.all_reduce(running)  # the global epoch loss, the same on every rank
+            distributed.sync_buffers(model)  # rank 0's buffers: what the checkpoint holds
         sched.step(float(running) / n)
-        record = {"epoch": epoch, **final_metrics(model, data)}
+        record = {"epoch": epoch, **final_metrics(model, data, shard=world > 1)}
         record.update({
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         })
         history.append(record)
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_checkpoint(checkpoint, epoch=epoch, history=history, settings=settings, **state)
-        if on_epoch is not None:
+        if on_epoch is not None and main:
             on_epoch(record)
     return history
+
+
+def train_step(
+    net: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, idx: Tensor, device: torch.device
+) -> Tensor:
+    """One optimiser step on the global mini-batch ``x[idx], y[idx]`` (cross-entropy);
+    returns this rank's summed loss, detached (the whole batch's in one process).
+
+    When ``net`` is DDP-wrapped this rank computes only its
+    :func:`~qtrain.distributed.shard` of ``idx``; any other ``net`` takes the whole batch.
+    """
+    is_ddp = isinstance(net, nn.parallel.DistributedDataParallel)
+    world = distributed.get_world_size() if is_ddp else 1
+    if world == 1:
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        loss = F.cross_entropy(net(xb), yb)
+        summed = loss.detach() * len(idx)
+    else:
+        local = distributed.shard(idx)
+        xb, yb = x[local].to(device), y[local].to(device)
+        summed = F.cross_entropy(net(xb), yb, reduction="sum")
+        # DDP averages gradients over the ranks; scaled by world / global batch, that
+        # average is the gradient of the global batch's mean loss whatever the shard
+        # sizes (the last batch's shards may differ by one, or be empty).
+        loss = summed * (world / len(idx))
+        summed = summed.detach()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return summed
 
 
 def _progress(iterable, enabled: bool, desc: str):
