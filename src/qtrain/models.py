@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -85,16 +86,20 @@ class IrisMLP(nn.Module):
 
 
 class DigitsCNN(nn.Module):
-    """A small CNN for the 8x8 scikit-learn digits."""
+    """A small CNN for the 8x8 scikit-learn digits (ReLU, or tanh: the ``-tanh`` variant
+    cannot lose every unit the way a ReLU layer can under QT; README, "Known problem")."""
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, activation: str = "relu") -> None:
         super().__init__()
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"Invalid `activation` {activation!r}. Must be 'relu' or 'tanh'.")
         (c,) = _scaled(width, 8)
         self.conv = nn.Conv2d(1, c, 3, padding=1)
         self.fc = nn.Linear(c * 4 * 4, 10)
+        self.act = F.relu if activation == "relu" else torch.tanh
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 1, 8, 8)
-        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+        return self.fc(F.max_pool2d(self.act(self.conv(x)), 2).flatten(1))
 
 
 class _BasicBlock(nn.Module):
@@ -142,6 +147,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "paper-cifar-cnn-relu": lambda width=1.0: PaperCIFARCNN(activation="relu", width=width),
     "iris-mlp": lambda width=1.0: IrisMLP(width=width),
     "digits-cnn": lambda width=1.0: DigitsCNN(width=width),
+    "digits-cnn-tanh": lambda width=1.0: DigitsCNN(width=width, activation="tanh"),
     "resnet18": lambda width=1.0: ResNet18(width=width),
 }
 """Model constructors by name; ``width`` scales every hidden size (the model's family)."""

@@ -274,10 +274,10 @@ SHOTS_GRID = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, None)
 SHOTS_TASKS = {
     "iris": {"dataset": "iris", "model": "iris-mlp", "qt": {"depth": 2, "ansatz": "u3-cu3-ring"},
              "train": {"epochs": 30, "batch_size": 16, "lr": 1e-2}},
-    # ry-cnot-ring (and u3-cu3-ring with the linear mapping) drive every conv weight negative
-    # together within ~100 steps, killing all ReLUs (constant predictions); the ReLU mapping
-    # at L = 2 trains (REPRODUCTION.md, "shots").
-    "digits": {"dataset": "digits", "model": "digits-cnn",
+    # With the ReLU digits CNN, QT drives every conv weight negative together and kills all
+    # ReLUs (constant predictions; 2 of 3 seeds even with exact probabilities): the tanh
+    # variant trains on every seed (REPRODUCTION.md, "shots").
+    "digits": {"dataset": "digits", "model": "digits-cnn-tanh",
                "qt": {"depth": 2, "ansatz": "u3-cu3-ring", "activation": "relu"},
                "train": {"epochs": 10, "batch_size": 64, "lr": 3e-3},
                # 309 executions per step make a parameter-shift run ~50x a surrogate run
