@@ -1,27 +1,44 @@
-"""The fast simulator: fused gate blocks and an adjoint (un-computing) backward.
+"""The fast simulator: gates fused into wire-window blocks, two ways to differentiate.
 
 :mod:`qtrain.circuits.statevector` is the simple reference; this module computes the
-same probabilities with far fewer, larger operations and O(2^N) memory:
+same probabilities with far fewer, larger operations:
 
-1. **Fusion** (:func:`compile_fast`, once per circuit). The op list is packed into
-   steps. Single-qubit gates and parametric controlled gates whose wires span at most
-   ``max_block`` (default 5) consecutive wires are merged, commuting past steps on other
-   wires, into a *block*: a ``2^g x 2^g`` matrix on wires ``lo..lo+g-1``, applied as
-   one (batched) GEMM on the ``(2^lo, 2^g, 2^(N-lo-g))`` view of the state. Runs of
-   CNOTs become one index permutation (one gather), runs of CZs one sign vector; both
-   are shared by every layer that repeats them (int32 indices). A controlled rotation
-   whose wires are too far apart (a ring's wrap-around gate) is applied in place to
-   the half of the state where its control reads 1.
-2. **Matrices** (:func:`build_matrices`, every call, ordinary autograd). Each gate
-   type's 2x2 matrices are built in one batched call; blocks with the same gate
-   pattern are multiplied together in one batched Kronecker/product chain.
-3. **Amplitudes** (:class:`_AdjointProbs`, a ``torch.autograd.Function``). The forward
-   applies the steps to ``|0...0>`` and keeps only the final state ``psi``. The
-   backward starts from ``lambda = 2 (dL/dp) psi`` and walks the steps in reverse,
-   un-computing ``psi`` with the inverse (adjoint) of each step and propagating
-   ``lambda`` with the same operation, both stacked in one ``(2, 2^N)`` buffer, and
-   forms each block's matrix gradient ``dL/dU = lambda_after psi_before^H``;
-   autograd then carries ``dL/dU`` through step 2 to the angles.
+1. **Fusion** (:func:`compile_fast`, once per circuit). The wires are covered by
+   *windows* of at most ``max_block`` consecutive wires that overlap by one wire
+   (``[0, 4], [4, 8], [8, 12]`` for 13 wires and width 5). Gates are swept in
+   dependency order: the earliest pending gate opens a window that contains its
+   wires, and the window absorbs every pending gate that fits in it and whose
+   predecessors (earlier gates on its wires) are already applied, so a layer of
+   rotations plus a chain of adjacent two-qubit gates becomes one ``2^g x 2^g``
+   matrix per window: ``"u3-cu3-ring"`` at N = 13 is three 32 x 32 blocks and one
+   long-range CU3 per layer, ``"ry-cnot-ring"`` three real blocks and one long-range
+   CNOT. A block is one (batched) GEMM on the ``(2^lo, 2^g, 2^(N-lo-g))`` view of the
+   state. A two-qubit gate that fits in no window (a ring's wrap-around gate) is
+   applied on its own, in place: a controlled rotation on the half of the state where
+   its control reads 1, a CNOT as a swap of two quarters, a CZ as a sign flip of one
+   quarter. No O(2^N) index or sign tensors are stored.
+2. **Matrices** (:func:`build_matrices`, every call, ordinary autograd). Every gate's
+   2x2 matrix (the target matrix of a controlled gate; fixed gates and the identity
+   as constant rows) is built in one batched call per gate type. Blocks with the same
+   shape (width, and the local wires of the gates after each wire's leading
+   single-qubit gate) form a class, built in one batched chain: the Kronecker product
+   of the leading gates (identity where a wire has none), then the remaining gates.
+   When those remaining gates are all fixed (a CNOT chain) their product is a
+   constant matrix, computed once.
+3. **Amplitudes**, two ways:
+
+   - *autograd* (small circuits, N <= :data:`AUTOGRAD_MAX_N`, the default there): the
+     blocks are applied out of place and autograd differentiates them; with a few
+     dozen operations per circuit this beats any hand-written backward, whose cost
+     at this size is per-operation overhead, not arithmetic.
+   - *adjoint* (:class:`_AdjointProbs`, a ``torch.autograd.Function``; larger N). The
+     forward applies the steps to ``|0...0>`` in two reusable buffers and keeps only
+     the final state ``psi``. The backward starts from ``lambda = 2 (dL/dp) psi`` and
+     walks the steps in reverse, un-computing ``psi`` with the inverse (adjoint) of
+     each step and propagating ``lambda`` with the same operation, both stacked in one
+     ``(2, 2^N)`` buffer, and forms each block's matrix gradient
+     ``dL/dU = lambda_after psi_before^H``; autograd then carries ``dL/dU`` through
+     step 2 to the angles. Memory is O(2^N) whatever the depth.
 
 With PyTorch's convention for complex gradients (``grad = dL/dRe + i dL/dIm``), for
 ``y = U x``: ``grad_x = U^H grad_y`` and ``grad_U = grad_y x^H``; for ``p = |psi|^2``:
@@ -40,23 +57,41 @@ from torch import Tensor
 from .ansatze import Op
 from .gates import GATES
 
-__all__ = ["FastProgram", "compile_fast", "build_matrices", "fast_probabilities", "supports_fast"]
+__all__ = [
+    "AUTOGRAD_MAX_N",
+    "FastProgram",
+    "compile_fast",
+    "build_matrices",
+    "fast_probabilities",
+    "supports_fast",
+]
 
 _FIXED_2Q = {"CNOT": ((0, 1), (1, 0)), "CZ": ((1, 0), (0, -1))}  # target matrices
+_IDENTITY = "I"  # the fixed row filling a window wire without a leading gate
+
+AUTOGRAD_MAX_N = 14
+"""Largest N for which :func:`fast_probabilities` differentiates the fused blocks with
+plain autograd by default (it keeps one state per step: at N = 14 and 40 steps, 2.5 MiB
+each in complex64); larger circuits use the O(2^N)-memory adjoint backward."""
+
+_AUTOGRAD_MAX_BYTES = 256 * 2**20  # and never when the kept states would exceed this
 
 
 @dataclass
 class _Block:
     lo: int  # first wire
     g: int  # number of wires
-    tile: int | None = None  # single-qubit-only blocks stay inside one aligned tile
-    ops: list[Op] = field(default_factory=list)
+    lead: list  # per local wire: its leading single-qubit Op, or None (identity)
+    tail: list  # the remaining ops, in an order that respects their dependencies
     tid: int = -1  # which matrix tensor
     k: int = -1  # row in it
 
 
 @dataclass
 class _Ctrl:
+    """A controlled parametric gate that fits in no window: applied to the half of the
+    state where its control reads 1."""
+
     control: int
     target: int
     op: Op
@@ -65,27 +100,23 @@ class _Ctrl:
 
 
 @dataclass
-class _Perm:
-    wires: set
-    ops: list[Op] = field(default_factory=list)
-    index: Tensor | None = None  # new[i] = old[index[i]]  (int32, shared)
-    inverse: Tensor | None = None  # old[i] = new[inverse[i]]
+class _Fixed2:
+    """A CNOT (``kind="X"``: swap the target's halves where the control reads 1) or a CZ
+    (``kind="Z"``: negate where both read 1) that fits in no window; both self-inverse."""
 
-
-@dataclass
-class _Diag:
-    wires: set
-    ops: list[Op] = field(default_factory=list)
-    signs: Tensor | None = None  # new = old * signs  (+-1, shared)
+    kind: str
+    control: int
+    target: int
 
 
 @dataclass
 class _Class:
-    """Blocks sharing one gate pattern: their matrices are built in one batched chain."""
+    """Blocks sharing one shape: their matrices are built in one batched chain."""
 
     g: int
-    pattern: tuple  # ((gate, local wires), ...)
-    op_rows: list  # (K, slots): each op's row in the one batch of 2x2 matrices
+    tail: tuple  # local wires of each tail op
+    op_rows: list  # (K, g + len(tail)): rows of the leading gates (identity filled), then the tail's
+    fixed_tail: bool  # every tail op is a fixed gate: their product is one constant matrix
     tid: int = -1
 
 
@@ -97,10 +128,11 @@ class FastProgram:
         n_qubits: N.
         n_weights: the flat angle count.
         real: True when every gate is real (real-dtype amplitudes).
-        steps: ``_Block`` / ``_Ctrl`` / ``_Perm`` / ``_Diag`` in application order.
+        steps: ``_Block`` / ``_Ctrl`` / ``_Fixed2`` in application order.
         param_index: gate name -> ``(count, n_params)`` long tensor of angle indices.
-        classes: the block classes; ``ctrl_gates``: gate name per standalone-controlled
-            matrix tensor.
+        fixed_names: the fixed 2x2 rows (after the parametric ones) blocks use.
+        classes: the block classes; ``ctrl``: rows of the standalone controlled gates.
+        max_block: the window width it was compiled with.
     """
 
     n_qubits: int
@@ -108,10 +140,11 @@ class FastProgram:
     real: bool
     steps: list
     param_index: dict
-    fixed_names: list  # fixed gates used in blocks: their rows follow the parametric ones
+    fixed_names: list
     classes: list
-    ctrl: Tensor | None  # rows of the standalone controlled gates' target matrices
+    ctrl: Tensor | None
     n_ops: int
+    max_block: int = 0
     _moved: dict = field(default_factory=dict, repr=False)
     _work: dict = field(default_factory=dict, repr=False)
 
@@ -121,34 +154,23 @@ class FastProgram:
         if device.type == "cpu":
             return self
         if device not in self._moved:
-            memo: dict[int, Tensor] = {}
-
-            def mv(t):
-                if t is None:
-                    return None
-                if id(t) not in memo:
-                    memo[id(t)] = t.to(device)
-                return memo[id(t)]
-
-            steps = []
-            for s in self.steps:
-                if isinstance(s, _Perm):
-                    s = _Perm(s.wires, s.ops, mv(s.index), mv(s.inverse))
-                elif isinstance(s, _Diag):
-                    s = _Diag(s.wires, s.ops, mv(s.signs))
-                steps.append(s)
             self._moved[device] = FastProgram(
                 self.n_qubits,
                 self.n_weights,
                 self.real,
-                steps,
-                {g: mv(i) for g, i in self.param_index.items()},
+                self.steps,
+                {g: i.to(device) for g, i in self.param_index.items()},
                 self.fixed_names,
-                [_Class(c.g, c.pattern, mv(c.op_rows), c.tid) for c in self.classes],
-                mv(self.ctrl),
+                [_Class(c.g, c.tail, c.op_rows.to(device), c.fixed_tail, c.tid) for c in self.classes],
+                None if self.ctrl is None else self.ctrl.to(device),
                 self.n_ops,
+                self.max_block,
             )
         return self._moved[device]
+
+    @property
+    def n_blocks(self) -> int:
+        return sum(isinstance(s, _Block) for s in self.steps)
 
     def workspace(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """Two reusable ``(2, 2^N)`` buffers (state and adjoint stacked), kept between
@@ -157,14 +179,6 @@ class FastProgram:
         if key not in self._work:
             dim = 2**self.n_qubits
             self._work[key] = (torch.empty(2, dim, dtype=dtype, device=device), torch.empty(2, dim, dtype=dtype, device=device))
-        return self._work[key]
-
-    def signs(self, step: "_Diag", dtype: torch.dtype) -> Tensor:
-        """``step.signs`` in the state's real dtype (cached: one copy per shared vector)."""
-        real = dtype.to_real() if dtype.is_complex else dtype
-        key = (id(step.signs), real)
-        if key not in self._work:
-            self._work[key] = step.signs.to(real)
         return self._work[key]
 
     def release_workspace(self) -> None:
@@ -177,82 +191,117 @@ def supports_fast(ops: list[Op]) -> bool:
     return all(op.gate in GATES and (GATES[op.gate].n_wires == 1 or GATES[op.gate].controlled) for op in ops)
 
 
-def _bit(index: Tensor, n: int, wire: int) -> Tensor:
-    return (index >> (n - 1 - wire)) & 1
-
-
 def default_block(n_qubits: int) -> int:
-    """Wires per fused block (a 16 x 16 matrix). Wider blocks (5-7 wires) were slower
-    here at both N = 13 (matrix building dominates) and N = 22 (see benchmarks/RESULTS.md)."""
-    return 4  # measured best at N = 13 and N = 22 (benchmarks/RESULTS.md)
+    """Window width (wires per fused block; see benchmarks/RESULTS.md)."""
+    return 5
+
+
+def _windows(n: int, g: int) -> list[tuple[int, int]]:
+    """``(lo, width)`` windows covering ``0..n-1``, consecutive ones sharing one wire,
+    widths as equal as possible (the wider ones last)."""
+    if g >= n:
+        return [(0, n)]
+    if g == 1:
+        return [(w, 1) for w in range(n)]
+    count = -(-(n - 1) // (g - 1))
+    base, extra = divmod(n - 1, count)
+    out, lo = [], 0
+    for i in range(count):
+        step = base + (1 if i >= count - extra else 0)
+        out.append((lo, step + 1))
+        lo += step
+    return out
+
+
+def _schedule(ops: list[Op], n: int, g: int) -> list:
+    """The fused steps (see the module docstring, point 1)."""
+    windows = _windows(n, g)
+    wire_ops: list[list[int]] = [[] for _ in range(n)]
+    for i, op in enumerate(ops):
+        for w in op.wires:
+            wire_ops[w].append(i)
+    ptr = [0] * n
+    done = [False] * len(ops)
+    steps: list = []
+
+    def closure(lo: int, width: int) -> tuple[list[int], dict]:
+        p = {w: ptr[w] for w in range(lo, lo + width)}
+        head = lambda w: wire_ops[w][p[w]] if p[w] < len(wire_ops[w]) else -1  # noqa: E731
+        entangled: set = set()
+        taken: list[int] = []
+        changed = True
+        while changed:
+            changed = False
+            for w in range(lo, lo + width):
+                while True:
+                    i = head(w)
+                    if i < 0:
+                        break
+                    wires = ops[i].wires
+                    if any(not lo <= x < lo + width for x in wires) or any(head(x) != i for x in wires):
+                        break
+                    if len(wires) == 1 and w in entangled:  # keeps blocks of every layer alike
+                        break
+                    for x in wires:
+                        p[x] += 1
+                    if len(wires) > 1:
+                        entangled.update(wires)
+                    taken.append(i)
+                    changed = True
+        return taken, p
+
+    first = 0
+    while first < len(ops):
+        if done[first]:
+            first += 1
+            continue
+        op = ops[first]
+        lo_w, hi_w = min(op.wires), max(op.wires)
+        cands = [(lo, width) for lo, width in windows if lo <= lo_w and hi_w < lo + width]
+        if not cands:  # a two-qubit gate wider than any window
+            spec = GATES[op.gate]
+            c, t = op.wires
+            if spec.kind == "permutation":
+                steps.append(_Fixed2("X", c, t))
+            elif spec.kind == "diagonal":
+                steps.append(_Fixed2("Z", c, t))
+            else:
+                steps.append(_Ctrl(c, t, op))
+            for w in op.wires:
+                ptr[w] += 1
+            done[first] = True
+            continue
+        best = None
+        for lo, width in cands:
+            taken, p = closure(lo, width)
+            if best is None or len(taken) > len(best[2]):
+                best = (lo, width, taken, p)
+        lo, width, taken, p = best
+        ptr[lo : lo + width] = [p[w] for w in range(lo, lo + width)]
+        lead: list = [None] * width
+        tail: list = []
+        seen: set = set()
+        for i in taken:
+            done[i] = True
+            o = ops[i]
+            if len(o.wires) == 1 and o.wires[0] not in seen:
+                lead[o.wires[0] - lo] = o
+            else:
+                tail.append(o)
+            seen.update(o.wires)
+        steps.append(_Block(lo, width, lead, tail))
+    return steps
 
 
 def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int | None = None) -> FastProgram:
-    """Fuse a (validated) op list into a :class:`FastProgram`.
-
-    Each op is placed in the earliest-allowed compatible step: after the last step that
-    touches one of its wires (it commutes with everything later), in a block whose wire
-    span stays within ``max_block`` (the smallest resulting span wins), in a permutation
-    or sign step of its kind, or in a new step. Blocks of single-qubit gates stay inside
-    tiles of ``max_block`` wires aligned to the *last* wire, so a layer's blocks are one
-    plain GEMM each (the last tile) or batched GEMMs whose inner size is at least the
-    block's (never thousands of tiny products).
-    """
+    """Fuse a (validated) op list into a :class:`FastProgram` (windows of at most
+    ``max_block`` wires; see the module docstring)."""
     n = n_qubits
     g_max = max(1, min(max_block or default_block(n), n))
-    tile_of = lambda w: (n - 1 - w) // g_max  # noqa: E731
-    steps: list = []
-    last = [-1] * n  # per wire: index of the last step touching it
+    steps = _schedule(ops, n, g_max)
 
-    def touch(j, wires):
-        for w in wires:
-            last[w] = max(last[w], j)
-
-    for op in ops:
-        spec = GATES[op.gate]
-        wires = op.wires
-        lb = max(last[w] for w in wires)
-        if spec.kind in ("permutation", "diagonal"):
-            kind = _Perm if spec.kind == "permutation" else _Diag
-            target = None
-            for j in range(max(lb, 0), len(steps)):
-                if isinstance(steps[j], kind) and j >= lb:
-                    target = j
-            if target is None:
-                steps.append(kind(set()))
-                target = len(steps) - 1
-            steps[target].ops.append(op)
-            steps[target].wires |= set(wires)
-            touch(target, steps[target].wires)
-            continue
-        lo_w, hi_w = min(wires), max(wires)
-        if hi_w - lo_w + 1 > g_max:  # a long-range controlled gate: in place on its half
-            steps.append(_Ctrl(wires[0], wires[1], op))
-            touch(len(steps) - 1, wires)
-            continue
-        one = len(wires) == 1
-        best, best_span = None, None
-        for j in range(max(lb, 0), len(steps)):
-            s = steps[j]
-            if isinstance(s, _Block) and not (one and s.tile is not None and s.tile != tile_of(wires[0])):
-                lo, hi = min(s.lo, lo_w), max(s.lo + s.g - 1, hi_w)
-                span = hi - lo + 1
-                if span <= g_max and (best is None or span <= best_span):
-                    best, best_span = j, span
-        if best is None:
-            steps.append(_Block(lo_w, hi_w - lo_w + 1, tile_of(lo_w) if one else None))
-            best = len(steps) - 1
-        s = steps[best]
-        if not one:
-            s.tile = None
-        hi = max(s.lo + s.g - 1, hi_w)
-        s.lo = min(s.lo, lo_w)
-        s.g = hi - s.lo + 1
-        s.ops.append(op)
-        touch(best, range(s.lo, s.lo + s.g))
-
-    # angle indices per parametric gate type; every 2x2 matrix gets a row in one batch:
-    # the parametric gates' (type by type), then one row per fixed gate type
+    # every 2x2 matrix gets a row in one batch: the parametric gates' (type by type), then
+    # one row per fixed gate (a controlled gate's target matrix) and the identity
     param_lists: dict[str, list] = {}
     local: dict[int, int] = {}
     for op in ops:
@@ -264,50 +313,35 @@ def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int
     offset, total = {}, 0
     for g, v in param_lists.items():
         offset[g], total = total, total + len(v)
-    fixed_names = sorted({op.gate for st in steps if isinstance(st, _Block) for op in st.ops if op.gate not in offset})
+    fixed: set = set()
+    for s in steps:
+        if isinstance(s, _Block):
+            fixed.update(op.gate for op in s.tail if op.gate not in offset)
+            fixed.update(op.gate if op is not None else _IDENTITY for op in s.lead if op is None or op.gate not in offset)
+    fixed_names = sorted(fixed)
 
-    def row(op: Op) -> int:
+    def row(op: Op | None) -> int:
+        if op is None:
+            return total + fixed_names.index(_IDENTITY)
         if op.gate in offset:
             return offset[op.gate] + local[id(op)]
         return total + fixed_names.index(op.gate)
 
     classes: dict[tuple, _Class] = {}
     ctrl_rows: list[int] = []
-    basis = torch.arange(2**n, dtype=torch.long)
-    shared: dict[tuple, tuple] = {}
     for s in steps:
         if isinstance(s, _Block):
-            key = (s.g, tuple((op.gate, tuple(w - s.lo for w in op.wires)) for op in s.ops))
+            tail = tuple(tuple(w - s.lo for w in op.wires) for op in s.tail)
+            fixed_tail = bool(s.tail) and all(op.gate not in offset for op in s.tail)
+            key = (s.g, tail, tuple(op.gate for op in s.tail) if fixed_tail else None)
             if key not in classes:
-                classes[key] = _Class(s.g, key[1], [])
-                classes[key].tid = len(classes) - 1
+                classes[key] = _Class(s.g, tail, [], fixed_tail, len(classes))
             c = classes[key]
             s.tid, s.k = c.tid, len(c.op_rows)
-            c.op_rows.append([row(op) for op in s.ops])
+            c.op_rows.append([row(op) for op in s.lead] + [row(op) for op in s.tail])
         elif isinstance(s, _Ctrl):
             s.k = len(ctrl_rows)
             ctrl_rows.append(row(s.op))
-        else:
-            key = (type(s).__name__, tuple(op.wires for op in s.ops))
-            if key not in shared:  # identical runs (every layer's ring) share one tensor
-                if isinstance(s, _Perm):
-                    perm = basis
-                    for op in s.ops:
-                        c, t = op.wires
-                        perm = perm[basis ^ (_bit(basis, n, c) << (n - 1 - t))]
-                    inv = torch.empty_like(perm)
-                    inv[perm] = basis
-                    shared[key] = (perm.to(torch.int32), inv.to(torch.int32))
-                else:
-                    signs = torch.ones(2**n, dtype=torch.int8)
-                    for op in s.ops:
-                        c, t = op.wires
-                        signs = signs * (1 - 2 * (_bit(basis, n, c) & _bit(basis, n, t))).to(torch.int8)
-                    shared[key] = (signs.to(torch.float64),)
-            if isinstance(s, _Perm):
-                s.index, s.inverse = shared[key]
-            else:
-                (s.signs,) = shared[key]
     class_list = list(classes.values())
     for c in class_list:
         c.op_rows = torch.tensor(c.op_rows, dtype=torch.long)
@@ -316,15 +350,18 @@ def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int
             s.tid = len(class_list)
     ctrl = torch.tensor(ctrl_rows, dtype=torch.long) if ctrl_rows else None
     real = all(GATES[op.gate].real for op in ops)
-    return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops))
+    return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops), g_max)
 
 
 # --- step 2: matrices (ordinary autograd) --------------------------------------------
 
 
 def _fixed(gate: str, dtype: torch.dtype, device) -> Tensor:
-    spec = GATES[gate]
-    m = spec.fixed if spec.fixed is not None else _FIXED_2Q[gate]
+    if gate == _IDENTITY:
+        m = ((1, 0), (0, 1))
+    else:
+        spec = GATES[gate]
+        m = spec.fixed if spec.fixed is not None else _FIXED_2Q[gate]
     t = torch.tensor(m, dtype=torch.complex128)
     return (t.real if not dtype.is_complex else t).to(dtype=dtype, device=device)
 
@@ -336,65 +373,69 @@ def _kron(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _apply_to_matrix(m: Tensor, u: Tensor, g: int, op_wires: tuple, controlled: bool) -> Tensor:
-    """``E(u) @ m`` for a batch of ``(K, 2^g, 2^g)`` matrices, ``u`` ``(K, 2, 2)``."""
-    k, d = m.shape[0], m.shape[1]
+    """``E(u) @ m`` for a batch of ``(K, 2^g, C)`` matrices, ``u`` ``(K, 2, 2)``."""
+    k, d, cols = m.shape
     if not controlled:
         (w,) = op_wires
-        view = m.reshape(k, 2**w, 2, (2 ** (g - 1 - w)) * d)
-        return torch.matmul(u[:, None], view).reshape(k, d, d)
+        view = m.reshape(k, 2**w, 2, (2 ** (g - 1 - w)) * cols)
+        return torch.matmul(u[:, None], view).reshape(k, d, cols)
     c, t = op_wires
-    view = m.reshape(k, 2**c, 2, (2 ** (g - 1 - c)) * d)
+    view = m.reshape(k, 2**c, 2, (2 ** (g - 1 - c)) * cols)
     off, on = view[:, :, 0], view[:, :, 1]  # (K, 2^c, R)
     if t > c:
-        on = on.reshape(k, 2**c * 2 ** (t - c - 1), 2, 2 ** (g - 1 - t) * d)
-        on = torch.matmul(u[:, None], on)
+        on = on.reshape(k, 2**c * 2 ** (t - c - 1), 2, 2 ** (g - 1 - t) * cols)
     else:
-        on = on.reshape(k, 2**t, 2, 2 ** (c - 1 - t) * 2 ** (g - 1 - c) * d)
-        on = torch.matmul(u[:, None], on)
-    return torch.stack([off, on.reshape(off.shape)], 2).reshape(k, d, d)
+        on = on.reshape(k, 2**t, 2, 2 ** (c - 1 - t) * 2 ** (g - 1 - c) * cols)
+    on = torch.matmul(u[:, None], on)
+    return torch.stack([off, on.reshape(off.shape)], 2).reshape(k, d, cols)
+
+
+def _tail_matrix(prog: FastProgram, c: _Class, allm: Tensor) -> Tensor:
+    """The constant product of a class's fixed tail gates (cached per dtype and device)."""
+    key = ("tail", c.tid, allm.dtype, allm.device)
+    if key not in prog._work:
+        d = 2**c.g
+        m = torch.eye(d, dtype=allm.dtype, device=allm.device)[None]
+        with torch.no_grad():
+            for j, w in enumerate(c.tail):
+                u = allm[c.op_rows[0, c.g + j]].detach()[None]
+                m = _apply_to_matrix(m, u, c.g, w, len(w) == 2)
+        prog._work[key] = m[0]
+    return prog._work[key]
 
 
 def build_matrices(prog: FastProgram, weights: Tensor) -> list[Tensor]:
     """Every block's and standalone controlled gate's matrix, differentiably in ``weights``.
 
     Returns:
-        One tensor per block class ``(K, 2^g, 2^g)``, then one per standalone controlled
-        gate type ``(K, 2, 2)`` (the target matrix), in the state's dtype.
+        One tensor per block class ``(K, 2^g, 2^g)``, then (if any) one ``(K, 2, 2)``
+        of the standalone controlled gates' target matrices, in the state's dtype.
     """
     flat = weights.reshape(-1)
     sdtype = flat.dtype if prog.real else (torch.complex128 if flat.dtype == torch.float64 else torch.complex64)
     dev = flat.device
     mats = [GATES[g].matrix(flat[idx]).to(sdtype) for g, idx in prog.param_index.items()]
-    mats += [_fixed(g, sdtype, dev).unsqueeze(0) for g in prog.fixed_names]
+    if prog.fixed_names:
+        mats.append(torch.stack([_fixed(g, sdtype, dev) for g in prog.fixed_names]))
     allm = torch.cat(mats) if len(mats) > 1 else mats[0]  # (rows, 2, 2)
     out = []
     for c in prog.classes:
-        kb = c.op_rows.shape[0]
-        sel = allm[c.op_rows]  # (K, slots, 2, 2): one gather per class
-        # leading single-qubit gates on distinct wires: one Kronecker product
-        lead: dict[int, Tensor] = {}
-        slot = 0
-        while slot < len(c.pattern):
-            gate, w = c.pattern[slot]
-            if len(w) != 1 or w[0] in lead:
-                break
-            lead[w[0]] = sel[:, slot]
-            slot += 1
-        eye = torch.eye(2, dtype=sdtype, device=dev).expand(kb, 2, 2)
-        m = None
-        for w in range(c.g):
-            f = lead.get(w, eye)
-            m = f if m is None else _kron(m, f)
-        for s in range(slot, len(c.pattern)):
-            gate, w = c.pattern[s]
-            m = _apply_to_matrix(m, sel[:, s], c.g, w, len(w) == 2)
+        sel = allm[c.op_rows]  # (K, g + tail, 2, 2): one gather per class
+        m = sel[:, 0]
+        for w in range(1, c.g):
+            m = _kron(m, sel[:, w])
+        if c.fixed_tail:
+            m = torch.matmul(_tail_matrix(prog, c, allm), m)
+        else:
+            for j, w in enumerate(c.tail):
+                m = _apply_to_matrix(m, sel[:, c.g + j], c.g, w, len(w) == 2)
         out.append(m)
     if prog.ctrl is not None:
         out.append(allm[prog.ctrl])
     return out
 
 
-# --- step 3: amplitudes (hand-written forward and adjoint backward) ------------------
+# --- step 3: amplitudes ----------------------------------------------------------------
 
 
 def _block_views(x: Tensor, n: int, lo: int, g: int) -> tuple[Tensor, int, int, int]:
@@ -411,6 +452,16 @@ def _apply_block(x: Tensor, y: Tensor, u: Tensor, n: int, lo: int, g: int) -> No
         torch.matmul(xv.view(-1, d), u.mT, out=yv.view(-1, d))
     else:
         torch.matmul(u, xv, out=yv)
+
+
+def _block_out(x: Tensor, u: Tensor, n: int, lo: int, g: int) -> Tensor:
+    """Out of place (autograd) version of :func:`_apply_block` for one flat state."""
+    a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
+    if b == 1:
+        return (x.view(a, d) @ u.mT).reshape(-1)
+    if a == 1:
+        return (u @ x.view(d, b)).reshape(-1)
+    return torch.matmul(u, x.view(a, d, b)).reshape(-1)
 
 
 def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
@@ -442,6 +493,43 @@ def _apply_ctrl(x: Tensor, u: Tensor, n: int, c: int, t: int) -> None:
     v.copy_(torch.einsum(f"ij,{sub}->{sub.replace('j', 'i')}", u, v))
 
 
+def _apply_fixed2(x: Tensor, kind: str, n: int, c: int, t: int) -> None:
+    """In place: a CNOT (swap the target's halves) or CZ (negate) where the control reads 1."""
+    v, sub = _ctrl_view(x, n, c, t)
+    axis = sub.index("j")
+    one = v.select(axis, 1)
+    if kind == "Z":
+        one.neg_()
+    else:
+        zero = v.select(axis, 0)
+        tmp = one.clone()
+        one.copy_(zero)
+        zero.copy_(tmp)
+
+
+def _ctrl_out(x: Tensor, u: Tensor, n: int, c: int, t: int) -> Tensor:
+    """Out of place (autograd): ``u`` on the target where the control reads 1, flat state."""
+    view = x.view(2**c, 2, 2 ** (n - 1 - c))
+    off, on = view[:, 0], view[:, 1]
+    if t > c:
+        on3 = on.reshape(2**c * 2 ** (t - c - 1), 2, 2 ** (n - 1 - t))
+    else:
+        on3 = on.reshape(2**t, 2, 2 ** (c - 1 - t) * 2 ** (n - 1 - c))
+    on = torch.matmul(u, on3).reshape(off.shape)
+    return torch.stack([off, on], 1).reshape(-1)
+
+
+def _fixed2_out(x: Tensor, kind: str, n: int, c: int, t: int) -> Tensor:
+    view = x.view(2**c, 2, 2 ** (n - 1 - c))
+    off, on = view[:, 0], view[:, 1]
+    if t > c:
+        on3 = on.reshape(2**c * 2 ** (t - c - 1), 2, 2 ** (n - 1 - t))
+    else:
+        on3 = on.reshape(2**t, 2, 2 ** (c - 1 - t) * 2 ** (n - 1 - c))
+    on3 = on3.flip(1) if kind == "X" else torch.stack([on3[:, 0], -on3[:, 1]], 1)
+    return torch.stack([off, on3.reshape(off.shape)], 1).reshape(-1)
+
+
 def _run_forward(prog: FastProgram, mats: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
     """Apply every step to the state in ``x`` (shape ``(1, 2^N)``), ping-ponging with ``y``;
     returns whichever holds the result."""
@@ -450,23 +538,37 @@ def _run_forward(prog: FastProgram, mats: list[Tensor], x: Tensor, y: Tensor) ->
         if isinstance(s, _Block):
             _apply_block(x, y, mats[s.tid][s.k], n, s.lo, s.g)
             x, y = y, x
-        elif isinstance(s, _Perm):
-            torch.index_select(x, 1, s.index, out=y)
-            x, y = y, x
-        elif isinstance(s, _Diag):
-            x.mul_(prog.signs(s, x.dtype))
+        elif isinstance(s, _Fixed2):
+            _apply_fixed2(x, s.kind, n, s.control, s.target)
         else:
             _apply_ctrl(x, mats[s.tid][s.k], n, s.control, s.target)
     return x
 
 
+def _autograd_state(prog: FastProgram, mats: list[Tensor], dtype: torch.dtype, device) -> Tensor:
+    """The final state, every step out of place (autograd differentiates it)."""
+    n = prog.n_qubits
+    x = torch.zeros(2**n, dtype=dtype, device=device)
+    x[0] = 1
+    for s in prog.steps:
+        if isinstance(s, _Block):
+            x = _block_out(x, mats[s.tid][s.k], n, s.lo, s.g)
+        elif isinstance(s, _Fixed2):
+            x = _fixed2_out(x, s.kind, n, s.control, s.target)
+        else:
+            x = _ctrl_out(x, mats[s.tid][s.k], n, s.control, s.target)
+    return x
+
+
+def _probs(psi: Tensor) -> Tensor:
+    return torch.view_as_real(psi).square().sum(-1) if psi.is_complex() else psi.square()
+
+
 class _AdjointProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prog: FastProgram, *mats: Tensor) -> Tensor:
-        ref = mats[0] if mats else None
-        dtype = ref.dtype if ref is not None else torch.float64
-        device = ref.device if ref is not None else torch.device("cpu")
-        x, y = prog.workspace(dtype, device)
+        ref = mats[0]
+        x, y = prog.workspace(ref.dtype, ref.device)
         x0, y0 = x[:1], y[:1]
         x0.zero_()
         x0[0, 0] = 1
@@ -474,9 +576,7 @@ class _AdjointProbs(torch.autograd.Function):
         psi = out[0].clone()  # the only state kept for the backward
         ctx.prog = prog
         ctx.save_for_backward(psi, *mats)
-        if psi.is_complex():
-            return torch.view_as_real(psi).square().sum(-1)
-        return psi.square()
+        return _probs(psi)
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
@@ -487,6 +587,7 @@ class _AdjointProbs(torch.autograd.Function):
         x[0].copy_(psi)
         torch.mul(psi, grad_p.to(psi.dtype), out=x[1])
         x[1].mul_(2)  # lambda = dL/dpsi
+        del psi
         grads = [torch.zeros_like(m) if ctx.needs_input_grad[i + 1] else None for i, m in enumerate(mats)]
         for s in reversed(prog.steps):
             if isinstance(s, _Block):
@@ -495,11 +596,8 @@ class _AdjointProbs(torch.autograd.Function):
                 if grads[s.tid] is not None:
                     grads[s.tid][s.k] += _block_grad(x[1], y[0], n, s.lo, s.g)
                 x, y = y, x
-            elif isinstance(s, _Perm):
-                torch.index_select(x, 1, s.inverse, out=y)
-                x, y = y, x
-            elif isinstance(s, _Diag):
-                x.mul_(prog.signs(s, x.dtype))
+            elif isinstance(s, _Fixed2):
+                _apply_fixed2(x, s.kind, n, s.control, s.target)  # its own inverse
             else:
                 u = mats[s.tid][s.k]
                 lam_after = _ctrl_view(x[1:], n, s.control, s.target)[0].clone() if grads[s.tid] is not None else None
@@ -510,17 +608,36 @@ class _AdjointProbs(torch.autograd.Function):
         return (None, *grads)
 
 
-def fast_probabilities(prog: FastProgram, weights: Tensor) -> Tensor:
-    """All ``2^N`` Born probabilities of ``prog`` at angles ``weights``, differentiable
-    (adjoint backward). ``prog`` must live on ``weights.device`` (see :meth:`FastProgram.to`)."""
-    if not prog.param_index and not prog.fixed_names:  # no gates with matrices: only permutations / signs of |0...0>
-        flat = weights.reshape(-1)
-        dtype = flat.dtype if prog.real else (torch.complex128 if flat.dtype == torch.float64 else torch.complex64)
-        x, y = torch.zeros(1, 2**prog.n_qubits, dtype=dtype, device=flat.device), torch.empty(
-            1, 2**prog.n_qubits, dtype=dtype, device=flat.device
-        )
-        x[0, 0] = 1
-        psi = _run_forward(prog, [], x, y)[0]
-        p = torch.view_as_real(psi).square().sum(-1) if psi.is_complex() else psi.square()
-        return p + 0 * flat.sum()  # keep the graph connected to the angles
-    return _AdjointProbs.apply(prog, *build_matrices(prog, weights))
+def _state_dtype(prog: FastProgram, flat: Tensor) -> torch.dtype:
+    if prog.real:
+        return flat.dtype
+    return torch.complex128 if flat.dtype == torch.float64 else torch.complex64
+
+
+def _use_autograd(prog: FastProgram, dtype: torch.dtype) -> bool:
+    if prog.n_qubits > AUTOGRAD_MAX_N:
+        return False
+    kept = (len(prog.steps) + 2) * 2**prog.n_qubits * torch.empty((), dtype=dtype).element_size()
+    return kept <= _AUTOGRAD_MAX_BYTES
+
+
+def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "auto") -> Tensor:
+    """All ``2^N`` Born probabilities of ``prog`` at angles ``weights``, differentiable.
+
+    Args:
+        prog: from :func:`compile_fast`, on ``weights.device`` (see :meth:`FastProgram.to`).
+        weights: the angles (any shape, flattened row-major).
+        method: ``"auto"`` (autograd through the fused blocks for small circuits, see
+            :data:`AUTOGRAD_MAX_N`; the adjoint backward otherwise), ``"autograd"`` or
+            ``"adjoint"``. All give the same values and gradients to round-off.
+    """
+    if method not in ("auto", "autograd", "adjoint"):
+        raise ValueError(f"`method` must be 'auto', 'autograd' or 'adjoint', got {method!r}")
+    flat = weights.reshape(-1)
+    dtype = _state_dtype(prog, flat)
+    mats = build_matrices(prog, flat) if (prog.param_index or prog.fixed_names or prog.ctrl is not None) else []
+    if not mats:  # no gate with a matrix: only CNOTs / CZs acting on |0...0>
+        return _probs(_autograd_state(prog, mats, dtype, flat.device)) + 0 * flat.sum()  # keep the graph connected
+    if method == "autograd" or (method == "auto" and _use_autograd(prog, dtype)):
+        return _probs(_autograd_state(prog, mats, dtype, flat.device))
+    return _AdjointProbs.apply(prog, *mats)
