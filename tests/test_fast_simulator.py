@@ -26,7 +26,7 @@ def _pair(n, depth, ansatz, dtype=torch.float64, seed=0, **kw):
     return fast, ref
 
 
-METHODS = ["autograd", "adjoint"]
+METHODS = ["stored", "adjoint", "autograd"]
 
 
 def _check_against_reference(ops, n, n_weights, method, *, max_block=None, seed=0, atol=1e-10):

@@ -49,6 +49,7 @@ autograd reference).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -380,6 +381,11 @@ def _apply_to_matrix(m: Tensor, u: Tensor, g: int, op_wires: tuple, controlled: 
         view = m.reshape(k, 2**w, 2, (2 ** (g - 1 - w)) * cols)
         return torch.matmul(u[:, None], view).reshape(k, d, cols)
     c, t = op_wires
+    if t == c + 1:  # adjacent: one product with the 4x4 block-diag(I, u), no slicing
+        eye, zero = torch.eye(2, dtype=u.dtype, device=u.device).expand(k, 2, 2), u.new_zeros(k, 2, 2)
+        full = torch.cat([torch.cat([eye, zero], 2), torch.cat([zero, u], 2)], 1)  # (K, 4, 4)
+        view = m.reshape(k, 2**c, 4, (2 ** (g - 2 - c)) * cols)
+        return torch.matmul(full[:, None], view).reshape(k, d, cols)
     view = m.reshape(k, 2**c, 2, (2 ** (g - 1 - c)) * cols)
     off, on = view[:, :, 0], view[:, :, 1]  # (K, 2^c, R)
     if t > c:
@@ -390,8 +396,10 @@ def _apply_to_matrix(m: Tensor, u: Tensor, g: int, op_wires: tuple, controlled: 
     return torch.stack([off, on.reshape(off.shape)], 2).reshape(k, d, cols)
 
 
-def _tail_matrix(prog: FastProgram, c: _Class, allm: Tensor) -> Tensor:
-    """The constant product of a class's fixed tail gates (cached per dtype and device)."""
+def _tail_matrix(prog: FastProgram, c: _Class, allm: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A class's fixed tail (CNOTs, CZs, X: a signed permutation) as ``(perm, signs)``:
+    ``T @ m == signs * m[:, perm]`` (``signs`` None when all +1). Cached per dtype/device.
+    A tail with any other fixed gate is a dense constant: ``perm`` is then that matrix."""
     key = ("tail", c.tid, allm.dtype, allm.device)
     if key not in prog._work:
         d = 2**c.g
@@ -400,7 +408,14 @@ def _tail_matrix(prog: FastProgram, c: _Class, allm: Tensor) -> Tensor:
             for j, w in enumerate(c.tail):
                 u = allm[c.op_rows[0, c.g + j]].detach()[None]
                 m = _apply_to_matrix(m, u, c.g, w, len(w) == 2)
-        prog._work[key] = m[0]
+        t = m[0]
+        nz = t != 0
+        if bool((nz.sum(1) == 1).all()) and bool((t[nz].abs() == 1).all()):
+            perm = nz.to(torch.int64).argmax(1)
+            signs = t.gather(1, perm[:, None])  # (d, 1)
+            prog._work[key] = (perm, None if bool((signs == 1).all()) else signs)
+        else:
+            prog._work[key] = (t, "dense")
     return prog._work[key]
 
 
@@ -420,15 +435,19 @@ def build_matrices(prog: FastProgram, weights: Tensor) -> list[Tensor]:
     allm = torch.cat(mats) if len(mats) > 1 else mats[0]  # (rows, 2, 2)
     out = []
     for c in prog.classes:
-        sel = allm[c.op_rows]  # (K, g + tail, 2, 2): one gather per class
-        m = sel[:, 0]
-        for w in range(1, c.g):
-            m = _kron(m, sel[:, w])
+        sel = allm[c.op_rows].unbind(1)  # g + tail of (K, 2, 2): one gather per class
+        m = sel[c.g - 1]
+        for w in range(c.g - 2, -1, -1):  # small (x) big: the product's inner axes stay long
+            m = _kron(sel[w], m)
         if c.fixed_tail:
-            m = torch.matmul(_tail_matrix(prog, c, allm), m)
+            perm, signs = _tail_matrix(prog, c, allm)
+            if isinstance(signs, str):  # a dense constant
+                m = torch.matmul(perm, m)
+            else:
+                m = m.index_select(1, perm) if signs is None else m.index_select(1, perm) * signs
         else:
             for j, w in enumerate(c.tail):
-                m = _apply_to_matrix(m, sel[:, c.g + j], c.g, w, len(w) == 2)
+                m = _apply_to_matrix(m, sel[c.g + j], c.g, w, len(w) == 2)
         out.append(m)
     if prog.ctrl is not None:
         out.append(allm[prog.ctrl])
@@ -507,27 +526,43 @@ def _apply_fixed2(x: Tensor, kind: str, n: int, c: int, t: int) -> None:
         zero.copy_(tmp)
 
 
-def _ctrl_out(x: Tensor, u: Tensor, n: int, c: int, t: int) -> Tensor:
-    """Out of place (autograd): ``u`` on the target where the control reads 1, flat state."""
-    view = x.view(2**c, 2, 2 ** (n - 1 - c))
-    off, on = view[:, 0], view[:, 1]
-    if t > c:
-        on3 = on.reshape(2**c * 2 ** (t - c - 1), 2, 2 ** (n - 1 - t))
-    else:
-        on3 = on.reshape(2**t, 2, 2 ** (c - 1 - t) * 2 ** (n - 1 - c))
-    on = torch.matmul(u, on3).reshape(off.shape)
-    return torch.stack([off, on], 1).reshape(-1)
+class _CtrlStep(torch.autograd.Function):
+    """One controlled gate (or a fixed CNOT / CZ when ``u`` is None) on a flat state, out of
+    place, with the adjoint rules of :class:`_AdjointProbs` as its backward (the autograd
+    path's version: no slicing, whose backward would zero-fill whole states)."""
 
+    @staticmethod
+    def forward(ctx, x: Tensor, u: Tensor | None, n: int, c: int, t: int, kind: str) -> Tensor:
+        y = x.clone()
+        if u is None:
+            _apply_fixed2(y[None], kind, n, c, t)
+        else:
+            _apply_ctrl(y[None], u, n, c, t)
+        ctx.args = (n, c, t, kind)
+        if u is not None and ctx.needs_input_grad[1]:
+            ctx.save_for_backward(x, u)
+        elif u is not None:
+            ctx.save_for_backward(u)
+        return y
 
-def _fixed2_out(x: Tensor, kind: str, n: int, c: int, t: int) -> Tensor:
-    view = x.view(2**c, 2, 2 ** (n - 1 - c))
-    off, on = view[:, 0], view[:, 1]
-    if t > c:
-        on3 = on.reshape(2**c * 2 ** (t - c - 1), 2, 2 ** (n - 1 - t))
-    else:
-        on3 = on.reshape(2**t, 2, 2 ** (c - 1 - t) * 2 ** (n - 1 - c))
-    on3 = on3.flip(1) if kind == "X" else torch.stack([on3[:, 0], -on3[:, 1]], 1)
-    return torch.stack([off, on3.reshape(off.shape)], 1).reshape(-1)
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        n, c, t, kind = ctx.args
+        gx = grad.clone()
+        if kind != "U":
+            _apply_fixed2(gx[None], kind, n, c, t)  # self-inverse
+            return gx, None, None, None, None, None
+        if ctx.needs_input_grad[1]:
+            x, u = ctx.saved_tensors
+        else:
+            (u,) = ctx.saved_tensors
+        _apply_ctrl(gx[None], u.mH, n, c, t)
+        gu = None
+        if ctx.needs_input_grad[1]:
+            lam, sub = _ctrl_view(grad[None], n, c, t)
+            psi, _ = _ctrl_view(x[None], n, c, t)
+            gu = torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam, psi.conj())
+        return gx, gu, None, None, None, None
 
 
 def _run_forward(prog: FastProgram, mats: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -550,13 +585,14 @@ def _autograd_state(prog: FastProgram, mats: list[Tensor], dtype: torch.dtype, d
     n = prog.n_qubits
     x = torch.zeros(2**n, dtype=dtype, device=device)
     x[0] = 1
+    rows = [m.unbind(0) for m in mats]  # one UnbindBackward per class, not one zero-filled select each
     for s in prog.steps:
         if isinstance(s, _Block):
-            x = _block_out(x, mats[s.tid][s.k], n, s.lo, s.g)
+            x = _block_out(x, rows[s.tid][s.k], n, s.lo, s.g)
         elif isinstance(s, _Fixed2):
-            x = _fixed2_out(x, s.kind, n, s.control, s.target)
+            x = _CtrlStep.apply(x, None, n, s.control, s.target, s.kind)
         else:
-            x = _ctrl_out(x, mats[s.tid][s.k], n, s.control, s.target)
+            x = _CtrlStep.apply(x, rows[s.tid][s.k], n, s.control, s.target, "U")
     return x
 
 
@@ -589,22 +625,126 @@ class _AdjointProbs(torch.autograd.Function):
         x[1].mul_(2)  # lambda = dL/dpsi
         del psi
         grads = [torch.zeros_like(m) if ctx.needs_input_grad[i + 1] else None for i, m in enumerate(mats)]
+        mats_h = [m.mH.resolve_conj() for m in mats]  # one conjugation per class, not per block
         for s in reversed(prog.steps):
             if isinstance(s, _Block):
-                u = mats[s.tid][s.k]
-                _apply_block(x, y, u.mH, n, s.lo, s.g)  # y = [psi_before, lambda_before]
+                _apply_block(x, y, mats_h[s.tid][s.k], n, s.lo, s.g)  # y = [psi_before, lambda_before]
                 if grads[s.tid] is not None:
                     grads[s.tid][s.k] += _block_grad(x[1], y[0], n, s.lo, s.g)
                 x, y = y, x
             elif isinstance(s, _Fixed2):
                 _apply_fixed2(x, s.kind, n, s.control, s.target)  # its own inverse
             else:
-                u = mats[s.tid][s.k]
                 lam_after = _ctrl_view(x[1:], n, s.control, s.target)[0].clone() if grads[s.tid] is not None else None
-                _apply_ctrl(x, u.mH, n, s.control, s.target)  # un-compute psi, propagate lambda
+                _apply_ctrl(x, mats_h[s.tid][s.k], n, s.control, s.target)  # un-compute psi, propagate lambda
                 if lam_after is not None:
                     psi_before, sub = _ctrl_view(x[:1], n, s.control, s.target)
                     grads[s.tid][s.k] += torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam_after, psi_before.conj())
+        return (None, *grads)
+
+
+def _grad_batch(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
+    """:func:`_block_grad` for ``K`` stacked pairs: ``(K, 2^N), (K, 2^N) -> (K, 2^g, 2^g)``."""
+    k = lam.shape[0]
+    a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
+    pc = psi.conj()
+    if b == 1:
+        return torch.bmm(lam.view(k, a, d).mT, pc.view(k, a, d))
+    if a == 1:
+        return torch.bmm(lam.view(k, d, b), pc.view(k, d, b).mT)
+    return torch.einsum("kadb,kaeb->kde", lam.view(k, a, d, b), pc.view(k, a, d, b))
+
+
+def _stored_buffers(prog: FastProgram, ctx, ref: Tensor) -> tuple[Tensor, Tensor]:
+    """Two ``(kept steps + 1, 2^N)`` buffers for :class:`_StoredProbs`, from a pool: a pair is
+    lent until the autograd node that uses it is freed (fresh allocations of this size are
+    page-faulted in on every call, which costs more than the simulation at N ~ 13)."""
+    rows = sum(not isinstance(s, _Fixed2) for s in prog.steps) + 1
+    pool = prog._work.setdefault(("stored", ref.dtype, ref.device), [])
+    for entry in pool:
+        if not entry[2]:
+            break
+    else:
+        entry = [torch.empty(rows, 2**prog.n_qubits, dtype=ref.dtype, device=ref.device), None, False]
+        entry[1] = torch.empty_like(entry[0])
+        pool.append(entry)
+    entry[2] = True
+    weakref.finalize(ctx, entry.__setitem__, 2, False)
+    return entry[0], entry[1]
+
+
+class _StoredProbs(torch.autograd.Function):
+    """Small circuits: the forward keeps the state before every block and controlled gate
+    (``steps x 2^N``); the backward propagates ``lambda`` once through the steps (no
+    un-computing) and forms the block gradients ``lambda_after psi_before^H`` afterwards,
+    in one batched product per block position (not one per block)."""
+
+    @staticmethod
+    def forward(ctx, prog: FastProgram, *mats: Tensor) -> Tensor:
+        n = prog.n_qubits
+        states, lams = _stored_buffers(prog, ctx, mats[0])
+        ctx.lams = lams
+        states[0].zero_()
+        states[0, 0] = 1
+        cur = 0
+        for s in prog.steps:
+            if isinstance(s, _Block):
+                _apply_block(states[cur : cur + 1], states[cur + 1 : cur + 2], mats[s.tid][s.k], n, s.lo, s.g)
+                cur += 1
+            elif isinstance(s, _Fixed2):
+                _apply_fixed2(states[cur : cur + 1], s.kind, n, s.control, s.target)
+            else:
+                states[cur + 1].copy_(states[cur])
+                _apply_ctrl(states[cur + 1 : cur + 2], mats[s.tid][s.k], n, s.control, s.target)
+                cur += 1
+        ctx.prog = prog
+        ctx.save_for_backward(states, *mats)
+        return _probs(states[cur])
+
+    @staticmethod
+    def backward(ctx, grad_p: Tensor):
+        prog: FastProgram = ctx.prog
+        states, *mats = ctx.saved_tensors
+        n = prog.n_qubits
+        cur = states.shape[0] - 1
+        lams = ctx.lams  # lams[i]: lambda after the step whose input is states[i - 1]
+        torch.mul(states[cur], grad_p.to(states.dtype), out=lams[cur])
+        lams[cur].mul_(2)
+        need = [ctx.needs_input_grad[i + 1] for i in range(len(mats))]
+        mats_h = [m.mH.resolve_conj() for m in mats]  # one conjugation per class, not per block
+        blocks: dict[tuple, list] = {}  # (tid, lo, g) -> [(k, input index)]
+        # nothing needs lambda before the first block or controlled gate (the input state is fixed)
+        first_kept = next(i for i, s in enumerate(prog.steps) if not isinstance(s, _Fixed2))
+        for j in range(len(prog.steps) - 1, -1, -1):
+            s = prog.steps[j]
+            if isinstance(s, _Block):
+                blocks.setdefault((s.tid, s.lo, s.g), []).append((s.k, cur - 1))
+                if j != first_kept:
+                    _apply_block(lams[cur : cur + 1], lams[cur - 1 : cur], mats_h[s.tid][s.k], n, s.lo, s.g)
+                cur -= 1
+            elif isinstance(s, _Fixed2):
+                _apply_fixed2(lams[cur : cur + 1], s.kind, n, s.control, s.target)
+            else:
+                lams[cur - 1].copy_(lams[cur])
+                _apply_ctrl(lams[cur - 1 : cur], mats_h[s.tid][s.k], n, s.control, s.target)
+                cur -= 1
+        grads: list = [torch.zeros_like(m) if need[i] else None for i, m in enumerate(mats)]
+        for (tid, lo, g), items in blocks.items():
+            if grads[tid] is None:
+                continue
+            ks = torch.tensor([k for k, _ in items], device=states.device)
+            at = torch.tensor([i for _, i in items], device=states.device)
+            grads[tid].index_add_(0, ks, _grad_batch(lams.index_select(0, at + 1), states.index_select(0, at), n, lo, g))
+        cur = 0
+        for s in prog.steps:  # the controlled gates' gradients: lambda_after psi_before^H on the control half
+            if isinstance(s, _Block):
+                cur += 1
+            elif isinstance(s, _Ctrl):
+                if grads[s.tid] is not None:
+                    lam, sub = _ctrl_view(lams[cur + 1 : cur + 2], n, s.control, s.target)
+                    psi, _ = _ctrl_view(states[cur : cur + 1], n, s.control, s.target)
+                    grads[s.tid][s.k] += torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam, psi.conj())
+                cur += 1
         return (None, *grads)
 
 
@@ -621,6 +761,9 @@ def _use_autograd(prog: FastProgram, dtype: torch.dtype) -> bool:
     return kept <= _AUTOGRAD_MAX_BYTES
 
 
+_METHODS = ("auto", "stored", "adjoint", "autograd")
+
+
 def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "auto") -> Tensor:
     """All ``2^N`` Born probabilities of ``prog`` at angles ``weights``, differentiable.
 
@@ -631,13 +774,16 @@ def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "aut
             :data:`AUTOGRAD_MAX_N`; the adjoint backward otherwise), ``"autograd"`` or
             ``"adjoint"``. All give the same values and gradients to round-off.
     """
-    if method not in ("auto", "autograd", "adjoint"):
-        raise ValueError(f"`method` must be 'auto', 'autograd' or 'adjoint', got {method!r}")
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {list(_METHODS)}, got {method!r}")
     flat = weights.reshape(-1)
     dtype = _state_dtype(prog, flat)
     mats = build_matrices(prog, flat) if (prog.param_index or prog.fixed_names or prog.ctrl is not None) else []
     if not mats:  # no gate with a matrix: only CNOTs / CZs acting on |0...0>
         return _probs(_autograd_state(prog, mats, dtype, flat.device)) + 0 * flat.sum()  # keep the graph connected
-    if method == "autograd" or (method == "auto" and _use_autograd(prog, dtype)):
+    if method == "autograd":
         return _probs(_autograd_state(prog, mats, dtype, flat.device))
+    grad = torch.is_grad_enabled() and any(m.requires_grad for m in mats)
+    if method == "stored" or (method == "auto" and grad and _use_autograd(prog, dtype)):
+        return _StoredProbs.apply(prog, *mats)
     return _AdjointProbs.apply(prog, *mats)
