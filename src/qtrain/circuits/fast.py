@@ -483,17 +483,33 @@ def _block_out(x: Tensor, u: Tensor, n: int, lo: int, g: int) -> Tensor:
     return torch.matmul(u, x.view(a, d, b)).reshape(-1)
 
 
+_GRAD_CHUNK = 2**17  # elements per partial product of a block gradient (stays in cache)
+
+
 def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
-    """``sum over the other wires of lam psi^H`` -> ``(2^g, 2^g)`` (lam, psi flat)."""
+    """``sum over the other wires of lam psi^H`` -> ``(2^g, 2^g)`` (lam, psi flat).
+
+    One GEMM over the whole state when the window is the first wires; otherwise a sum of
+    GEMMs over chunks of the leading wires, each chunk's ``(2^g, rest)`` operands
+    transposed in cache (a strided batched product, or one transposed copy of the whole
+    state, is several times slower, and a lazily conjugated complex operand would be
+    materialised whole)."""
     a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
     lv, pv = lam.view(a, d, b), psi.view(a, d, b).conj()
-    if b == 1:
-        return lv.view(a, d).mT @ pv.view(a, d)
     if a == 1:
         return lv.view(d, b) @ pv.view(d, b).mT
-    if d <= b:  # (a, d, d) partial products take no more room than the state
-        return torch.matmul(lv, pv.mT).sum(0)
-    return torch.tensordot(lv, pv, dims=([0, 2], [0, 2]))
+    rows = max(1, _GRAD_CHUNK // (d * b))
+    if torch.get_num_threads() > 1:  # each product is a parallel region: keep them few
+        rows = max(rows, a // 4)
+    out = None
+    for i in range(0, a, rows):
+        lc, pc = lv[i : i + rows], pv[i : i + rows]
+        if b == 1:
+            part = lc.reshape(-1, d).mT @ pc.reshape(-1, d)
+        else:
+            part = lc.transpose(0, 1).reshape(d, -1) @ pc.transpose(0, 1).reshape(d, -1).mT
+        out = part if out is None else out.add_(part)
+    return out
 
 
 def _ctrl_view(x: Tensor, n: int, c: int, t: int) -> tuple[Tensor, str]:
@@ -655,96 +671,118 @@ def _grad_batch(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     return torch.einsum("kadb,kaeb->kde", lam.view(k, a, d, b), pc.view(k, a, d, b))
 
 
-def _stored_buffers(prog: FastProgram, ctx, ref: Tensor) -> tuple[Tensor, Tensor]:
-    """Two ``(kept steps + 1, 2^N)`` buffers for :class:`_StoredProbs`, from a pool: a pair is
-    lent until the autograd node that uses it is freed (fresh allocations of this size are
-    page-faulted in on every call, which costs more than the simulation at N ~ 13)."""
-    rows = sum(not isinstance(s, _Fixed2) for s in prog.steps) + 1
+def _fixed2_table(prog: FastProgram, s: "_Fixed2", dtype: torch.dtype, device) -> Tensor:
+    """A CNOT as a gather index / a CZ as a +-1 vector over all 2^N amplitudes (cached; only
+    the stored path, N <= :data:`AUTOGRAD_MAX_N`, uses these)."""
+    real = dtype.to_real() if dtype.is_complex else dtype
+    key = ("table", s.kind, s.control, s.target, real, device)
+    if key not in prog._work:
+        n = prog.n_qubits
+        i = torch.arange(2**n, device=device)
+        bc, bt = (i >> (n - 1 - s.control)) & 1, (i >> (n - 1 - s.target)) & 1
+        prog._work[key] = i ^ (bc << (n - 1 - s.target)) if s.kind == "X" else (1 - 2 * (bc & bt)).to(real)
+    return prog._work[key]
+
+
+def _stored_plan(prog: FastProgram, ref: Tensor) -> dict:
+    """Buffers and pre-sliced views for :class:`_StoredProbs`, from a pool: an entry is lent
+    until the autograd node that uses it is freed. Reusing the buffers and their views
+    keeps both page faults and per-step Python work off the critical path."""
     pool = prog._work.setdefault(("stored", ref.dtype, ref.device), [])
     for entry in pool:
-        if not entry[2]:
-            break
-    else:
-        entry = [torch.empty(rows, 2**prog.n_qubits, dtype=ref.dtype, device=ref.device), None, False]
-        entry[1] = torch.empty_like(entry[0])
-        pool.append(entry)
-    entry[2] = True
-    weakref.finalize(ctx, entry.__setitem__, 2, False)
-    return entry[0], entry[1]
+        if not entry["busy"]:
+            return entry
+    n, rows = prog.n_qubits, len(prog.steps) + 1
+    states = torch.empty(rows, 2**n, dtype=ref.dtype, device=ref.device)
+    lams = torch.empty_like(states)
+
+    def views(buf: Tensor, i: int, s) -> tuple:
+        x, y = buf[i], buf[i + 1]
+        if isinstance(s, _Block):
+            a, d, b = 2**s.lo, 2**s.g, 2 ** (n - s.lo - s.g)
+            if b == 1:
+                return "R", x.view(a, d), y.view(a, d)
+            return "L", x.view(a, d, b) if a > 1 else x.view(d, b), y.view(a, d, b) if a > 1 else y.view(d, b)
+        if isinstance(s, _Fixed2):
+            return ("P" if s.kind == "X" else "S"), x, y
+        return "C", x, y
+
+    fwd, bwd = [], []
+    for i, s in enumerate(prog.steps):
+        code, x, y = views(states, i, s)
+        extra = _fixed2_table(prog, s, ref.dtype, ref.device) if isinstance(s, _Fixed2) else None
+        fwd.append((code, s, x, y, extra))
+        code, x, y = views(lams, i, s)
+        bwd.append((code, s, y, x, extra))  # lambda flows from slot i + 1 to slot i
+    first = next(i for i, s in enumerate(prog.steps) if not isinstance(s, _Fixed2))
+    bwd = bwd[first + 1 :][::-1] + ([bwd[first]] if isinstance(prog.steps[first], _Ctrl) else [])
+    groups: dict[tuple, list] = {}
+    for i, s in enumerate(prog.steps):
+        if isinstance(s, _Block):
+            groups.setdefault((s.tid, s.lo, s.g), []).append((s.k, i))
+    grads = [
+        (tid, lo, g, torch.tensor([k for k, _ in it], device=ref.device), torch.tensor([i for _, i in it], device=ref.device))
+        for (tid, lo, g), it in groups.items()
+    ]
+    entry = {"busy": False, "states": states, "lams": lams, "fwd": fwd, "bwd": bwd, "grads": grads}
+    pool.append(entry)
+    return entry
+
+
+def _run_plan(ops: list, rows: list) -> None:
+    for code, s, x, y, extra in ops:
+        if code == "L":
+            torch.matmul(rows[s.tid][s.k], x, out=y)
+        elif code == "R":
+            torch.matmul(x, rows[s.tid][s.k].mT, out=y)
+        elif code == "P":
+            torch.index_select(x, 0, extra, out=y)
+        elif code == "S":
+            torch.mul(x, extra, out=y)
+        else:
+            y.copy_(x)
+            n = y.numel().bit_length() - 1
+            _apply_ctrl(y[None], rows[s.tid][s.k], n, s.control, s.target)
 
 
 class _StoredProbs(torch.autograd.Function):
-    """Small circuits: the forward keeps the state before every block and controlled gate
-    (``steps x 2^N``); the backward propagates ``lambda`` once through the steps (no
-    un-computing) and forms the block gradients ``lambda_after psi_before^H`` afterwards,
-    in one batched product per block position (not one per block)."""
+    """Small circuits: the forward keeps the state before every step (``steps x 2^N``;
+    long-range CNOTs / CZs become one gather / multiply into the next slot); the backward
+    propagates ``lambda`` once through the steps (no un-computing) and forms the block
+    gradients ``lambda_after psi_before^H`` afterwards, in one batched product per block
+    position (not one per block)."""
 
     @staticmethod
     def forward(ctx, prog: FastProgram, *mats: Tensor) -> Tensor:
-        n = prog.n_qubits
-        states, lams = _stored_buffers(prog, ctx, mats[0])
-        ctx.lams = lams
+        plan = _stored_plan(prog, mats[0])
+        plan["busy"] = True
+        weakref.finalize(ctx, plan.__setitem__, "busy", False)
+        states = plan["states"]
         states[0].zero_()
         states[0, 0] = 1
-        cur = 0
-        for s in prog.steps:
-            if isinstance(s, _Block):
-                _apply_block(states[cur : cur + 1], states[cur + 1 : cur + 2], mats[s.tid][s.k], n, s.lo, s.g)
-                cur += 1
-            elif isinstance(s, _Fixed2):
-                _apply_fixed2(states[cur : cur + 1], s.kind, n, s.control, s.target)
-            else:
-                states[cur + 1].copy_(states[cur])
-                _apply_ctrl(states[cur + 1 : cur + 2], mats[s.tid][s.k], n, s.control, s.target)
-                cur += 1
-        ctx.prog = prog
-        ctx.save_for_backward(states, *mats)
-        return _probs(states[cur])
+        _run_plan(plan["fwd"], [m.unbind(0) for m in mats])
+        ctx.prog, ctx.plan = prog, plan
+        ctx.save_for_backward(*mats)
+        return _probs(states[-1])
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
-        prog: FastProgram = ctx.prog
-        states, *mats = ctx.saved_tensors
+        prog, plan = ctx.prog, ctx.plan
+        mats = ctx.saved_tensors
         n = prog.n_qubits
-        cur = states.shape[0] - 1
-        lams = ctx.lams  # lams[i]: lambda after the step whose input is states[i - 1]
-        torch.mul(states[cur], grad_p.to(states.dtype), out=lams[cur])
-        lams[cur].mul_(2)
-        need = [ctx.needs_input_grad[i + 1] for i in range(len(mats))]
-        mats_h = [m.mH.resolve_conj() for m in mats]  # one conjugation per class, not per block
-        blocks: dict[tuple, list] = {}  # (tid, lo, g) -> [(k, input index)]
-        # nothing needs lambda before the first block or controlled gate (the input state is fixed)
-        first_kept = next(i for i, s in enumerate(prog.steps) if not isinstance(s, _Fixed2))
-        for j in range(len(prog.steps) - 1, -1, -1):
-            s = prog.steps[j]
-            if isinstance(s, _Block):
-                blocks.setdefault((s.tid, s.lo, s.g), []).append((s.k, cur - 1))
-                if j != first_kept:
-                    _apply_block(lams[cur : cur + 1], lams[cur - 1 : cur], mats_h[s.tid][s.k], n, s.lo, s.g)
-                cur -= 1
-            elif isinstance(s, _Fixed2):
-                _apply_fixed2(lams[cur : cur + 1], s.kind, n, s.control, s.target)
-            else:
-                lams[cur - 1].copy_(lams[cur])
-                _apply_ctrl(lams[cur - 1 : cur], mats_h[s.tid][s.k], n, s.control, s.target)
-                cur -= 1
-        grads: list = [torch.zeros_like(m) if need[i] else None for i, m in enumerate(mats)]
-        for (tid, lo, g), items in blocks.items():
-            if grads[tid] is None:
-                continue
-            ks = torch.tensor([k for k, _ in items], device=states.device)
-            at = torch.tensor([i for _, i in items], device=states.device)
-            grads[tid].index_add_(0, ks, _grad_batch(lams.index_select(0, at + 1), states.index_select(0, at), n, lo, g))
-        cur = 0
-        for s in prog.steps:  # the controlled gates' gradients: lambda_after psi_before^H on the control half
-            if isinstance(s, _Block):
-                cur += 1
-            elif isinstance(s, _Ctrl):
-                if grads[s.tid] is not None:
-                    lam, sub = _ctrl_view(lams[cur + 1 : cur + 2], n, s.control, s.target)
-                    psi, _ = _ctrl_view(states[cur : cur + 1], n, s.control, s.target)
-                    grads[s.tid][s.k] += torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam, psi.conj())
-                cur += 1
+        states, lams = plan["states"], plan["lams"]
+        torch.mul(states[-1], grad_p.to(states.dtype), out=lams[-1])
+        lams[-1].mul_(2)
+        _run_plan(plan["bwd"], [m.mH.resolve_conj().unbind(0) for m in mats])  # one conjugation per class
+        grads: list = [torch.zeros_like(m) if ctx.needs_input_grad[i + 1] else None for i, m in enumerate(mats)]
+        for tid, lo, g, ks, at in plan["grads"]:
+            if grads[tid] is not None:
+                grads[tid].index_add_(0, ks, _grad_batch(lams.index_select(0, at + 1), states.index_select(0, at), n, lo, g))
+        for i, s in enumerate(prog.steps):  # controlled gates: lambda_after psi_before^H on the control half
+            if isinstance(s, _Ctrl) and grads[s.tid] is not None:
+                lam, sub = _ctrl_view(lams[i + 1 : i + 2], n, s.control, s.target)
+                psi, _ = _ctrl_view(states[i : i + 1], n, s.control, s.target)
+                grads[s.tid][s.k] += torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam, psi.conj())
         return (None, *grads)
 
 
