@@ -138,7 +138,8 @@ def test_ring_layers_fuse_into_window_blocks_without_state_sized_tables():
     """N = 13, windows of 5: each layer is three blocks (rotations + the chain of adjacent
     two-qubit gates) and the wrap-around gate on its own; all blocks form one class."""
     for ansatz, wrap in (("u3-cu3-ring", _Ctrl), ("ry-cnot-ring", _Fixed2)):
-        prog = QNN(13, 4, ansatz)._fast
+        qnn = QNN(13, 4, ansatz)
+        prog = compile_fast(qnn._ops, 13, qnn.weights.numel(), max_block=5)
         kinds = [type(s) for s in prog.steps]
         assert kinds == [_Block, _Block, _Block, wrap] * 4
         assert [(s.lo, s.g) for s in prog.steps[:3]] == [(0, 5), (4, 5), (8, 5)]

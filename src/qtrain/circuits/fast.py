@@ -192,9 +192,11 @@ def supports_fast(ops: list[Op]) -> bool:
     return all(op.gate in GATES and (GATES[op.gate].n_wires == 1 or GATES[op.gate].controlled) for op in ops)
 
 
-def default_block(n_qubits: int) -> int:
-    """Window width (wires per fused block; see benchmarks/RESULTS.md)."""
-    return 5
+def default_block(n_qubits: int, real: bool = True) -> int:
+    """Window width (wires per fused block): 5 for real circuits (32 x 32 real blocks),
+    4 for complex ones (16 x 16 complex); measured best at N = 13 and N = 22 (see
+    benchmarks/RESULTS.md)."""
+    return 5 if real else 4
 
 
 def _windows(n: int, g: int) -> list[tuple[int, int]]:
@@ -298,7 +300,8 @@ def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int
     """Fuse a (validated) op list into a :class:`FastProgram` (windows of at most
     ``max_block`` wires; see the module docstring)."""
     n = n_qubits
-    g_max = max(1, min(max_block or default_block(n), n))
+    real = all(GATES[op.gate].real for op in ops)
+    g_max = max(1, min(max_block or default_block(n, real), n))
     steps = _schedule(ops, n, g_max)
 
     # every 2x2 matrix gets a row in one batch: the parametric gates' (type by type), then
@@ -350,7 +353,6 @@ def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int
         if isinstance(s, _Ctrl):
             s.tid = len(class_list)
     ctrl = torch.tensor(ctrl_rows, dtype=torch.long) if ctrl_rows else None
-    real = all(GATES[op.gate].real for op in ops)
     return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops), g_max)
 
 
@@ -663,12 +665,13 @@ def _grad_batch(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     """:func:`_block_grad` for ``K`` stacked pairs: ``(K, 2^N), (K, 2^N) -> (K, 2^g, 2^g)``."""
     k = lam.shape[0]
     a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
-    pc = psi.conj()
-    if b == 1:
-        return torch.bmm(lam.view(k, a, d).mT, pc.view(k, a, d))
+    if b == 1:  # conj(L^H P): both operands in BLAS-native (conj-)transposed form
+        return torch.bmm(lam.view(k, a, d).mH, psi.view(k, a, d)).conj()
     if a == 1:
-        return torch.bmm(lam.view(k, d, b), pc.view(k, d, b).mT)
-    return torch.einsum("kadb,kaeb->kde", lam.view(k, a, d, b), pc.view(k, a, d, b))
+        return torch.bmm(lam.view(k, d, b), psi.view(k, d, b).mH)
+    if d <= b:  # (K, a, d, d) partial products take no more room than the states
+        return torch.matmul(lam.view(k, a, d, b), psi.view(k, a, d, b).mH).sum(1)
+    return torch.einsum("kadb,kaeb->kde", lam.view(k, a, d, b), psi.conj().view(k, a, d, b))
 
 
 def _fixed2_table(prog: FastProgram, s: "_Fixed2", dtype: torch.dtype, device) -> Tensor:
@@ -720,10 +723,18 @@ def _stored_plan(prog: FastProgram, ref: Tensor) -> dict:
     for i, s in enumerate(prog.steps):
         if isinstance(s, _Block):
             groups.setdefault((s.tid, s.lo, s.g), []).append((s.k, i))
-    grads = [
-        (tid, lo, g, torch.tensor([k for k, _ in it], device=ref.device), torch.tensor([i for _, i in it], device=ref.device))
-        for (tid, lo, g), it in groups.items()
-    ]
+    grads = []
+    for (tid, lo, g), it in groups.items():
+        ks = torch.tensor([k for k, _ in it], device=ref.device)
+        at = [i for _, i in it]
+        steps = {q - p for p, q in zip(at, at[1:])}
+        if len(steps) <= 1 and (not steps or min(steps) > 0):  # evenly spaced: strided views, no copies
+            step = steps.pop() if steps else 1
+            sel = slice(at[0], at[-1] + 1, step)
+            grads.append((tid, lo, g, ks, states[sel], lams[at[0] + 1 : at[-1] + 2 : step]))
+        else:
+            idx = torch.tensor(at, device=ref.device)
+            grads.append((tid, lo, g, ks, idx, None))
     entry = {"busy": False, "states": states, "lams": lams, "fwd": fwd, "bwd": bwd, "grads": grads}
     pool.append(entry)
     return entry
@@ -775,9 +786,11 @@ class _StoredProbs(torch.autograd.Function):
         lams[-1].mul_(2)
         _run_plan(plan["bwd"], [m.mH.resolve_conj().unbind(0) for m in mats])  # one conjugation per class
         grads: list = [torch.zeros_like(m) if ctx.needs_input_grad[i + 1] else None for i, m in enumerate(mats)]
-        for tid, lo, g, ks, at in plan["grads"]:
+        for tid, lo, g, ks, psi, lam in plan["grads"]:
             if grads[tid] is not None:
-                grads[tid].index_add_(0, ks, _grad_batch(lams.index_select(0, at + 1), states.index_select(0, at), n, lo, g))
+                if lam is None:  # psi holds the slots' indices
+                    psi, lam = states.index_select(0, psi), lams.index_select(0, psi + 1)
+                grads[tid].index_add_(0, ks, _grad_batch(lam, psi, n, lo, g))
         for i, s in enumerate(prog.steps):  # controlled gates: lambda_after psi_before^H on the control half
             if isinstance(s, _Ctrl) and grads[s.tid] is not None:
                 lam, sub = _ctrl_view(lams[i + 1 : i + 2], n, s.control, s.target)
