@@ -71,11 +71,11 @@ _FIXED_2Q = {"CNOT": ((0, 1), (1, 0)), "CZ": ((1, 0), (0, -1))}  # target matric
 _IDENTITY = "I"  # the fixed row filling a window wire without a leading gate
 
 AUTOGRAD_MAX_N = 14
-"""Largest N for which :func:`fast_probabilities` differentiates the fused blocks with
-plain autograd by default (it keeps one state per step: at N = 14 and 40 steps, 2.5 MiB
-each in complex64); larger circuits use the O(2^N)-memory adjoint backward."""
+"""Largest N for which :func:`fast_probabilities` differentiates with the *stored* backward
+by default (it keeps the state before every step and the adjoint after it: at N = 13,
+L = 10, 41 x 2 x 64 KiB in complex64); larger circuits use the O(2^N)-memory adjoint."""
 
-_AUTOGRAD_MAX_BYTES = 256 * 2**20  # and never when the kept states would exceed this
+_AUTOGRAD_MAX_BYTES = 256 * 2**20  # and never when the kept states and lambdas would exceed this
 
 
 @dataclass
@@ -173,14 +173,24 @@ class FastProgram:
     def n_blocks(self) -> int:
         return sum(isinstance(s, _Block) for s in self.steps)
 
-    def workspace(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    def workspace(self, dtype: torch.dtype, device: torch.device, owner=None) -> tuple[Tensor, Tensor]:
         """Two reusable ``(2, 2^N)`` buffers (state and adjoint stacked), kept between
-        calls so the allocator's high-water mark does not grow step after step."""
-        key = (dtype, device)
-        if key not in self._work:
+        calls so the allocator's high-water mark does not grow step after step. With an
+        ``owner`` (an autograd context) the pair is lent until the owner is freed: the
+        forward's final state stays in it for the backward, and a second forward before
+        that backward gets a pair of its own."""
+        pool = self._work.setdefault((dtype, device), [])
+        for entry in pool:
+            if not entry[2]:
+                break
+        else:
             dim = 2**self.n_qubits
-            self._work[key] = (torch.empty(2, dim, dtype=dtype, device=device), torch.empty(2, dim, dtype=dtype, device=device))
-        return self._work[key]
+            entry = [torch.empty(2, dim, dtype=dtype, device=device), torch.empty(2, dim, dtype=dtype, device=device), False]
+            pool.append(entry)
+        if owner is not None:
+            entry[2] = True
+            weakref.finalize(owner, entry.__setitem__, 2, False)
+        return entry[0], entry[1]
 
     def release_workspace(self) -> None:
         """Free the cached buffers (they are re-created on the next call)."""
@@ -622,26 +632,33 @@ class _AdjointProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prog: FastProgram, *mats: Tensor) -> Tensor:
         ref = mats[0]
-        x, y = prog.workspace(ref.dtype, ref.device)
-        x0, y0 = x[:1], y[:1]
-        x0.zero_()
-        x0[0, 0] = 1
-        out = _run_forward(prog, mats, x0, y0)
-        psi = out[0].clone()  # the only state kept for the backward
-        ctx.prog = prog
-        ctx.save_for_backward(psi, *mats)
-        return _probs(psi)
+        x, y = prog.workspace(ref.dtype, ref.device, owner=ctx)
+        x[0].zero_()
+        x[0, 0] = 1
+        out = _run_forward(prog, mats, x[:1], y[:1])
+        # the final state psi (the only one kept for the backward) stays in the lent buffer
+        ctx.prog, ctx.pair = prog, (x, y)
+        ctx.bufs = (x, y) if out.data_ptr() == x.data_ptr() else (y, x)
+        ctx.save_for_backward(*mats)
+        return _probs(out[0])
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
         prog: FastProgram = ctx.prog
-        psi, *mats = ctx.saved_tensors
+        mats = ctx.saved_tensors
         n = prog.n_qubits
-        x, y = prog.workspace(psi.dtype, psi.device)
-        x[0].copy_(psi)
-        torch.mul(psi, grad_p.to(psi.dtype), out=x[1])
-        x[1].mul_(2)  # lambda = dL/dpsi
-        del psi
+        x, y = ctx.bufs  # x[0] holds psi, unless an earlier backward (retain_graph) un-computed it
+        if getattr(ctx, "consumed", False):
+            a, b = ctx.pair
+            a[0].zero_()
+            a[0, 0] = 1
+            _run_forward(prog, mats, a[:1], b[:1])  # as the forward did: ends in x
+        ctx.consumed = True
+        if x.is_complex():  # lambda = dL/dpsi = 2 grad_p psi, without a complex copy of grad_p
+            torch.mul(torch.view_as_real(x[0]), grad_p[:, None], out=torch.view_as_real(x[1]))
+        else:
+            torch.mul(x[0], grad_p, out=x[1])
+        x[1].mul_(2)
         grads = [torch.zeros_like(m) if ctx.needs_input_grad[i + 1] else None for i, m in enumerate(mats)]
         mats_h = [m.mH.resolve_conj() for m in mats]  # one conjugation per class, not per block
         for s in reversed(prog.steps):
@@ -808,7 +825,7 @@ def _state_dtype(prog: FastProgram, flat: Tensor) -> torch.dtype:
 def _use_autograd(prog: FastProgram, dtype: torch.dtype) -> bool:
     if prog.n_qubits > AUTOGRAD_MAX_N:
         return False
-    kept = (len(prog.steps) + 2) * 2**prog.n_qubits * torch.empty((), dtype=dtype).element_size()
+    kept = 2 * (len(prog.steps) + 1) * 2**prog.n_qubits * torch.empty((), dtype=dtype).element_size()  # states + lambdas
     return kept <= _AUTOGRAD_MAX_BYTES
 
 
