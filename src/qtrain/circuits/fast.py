@@ -25,20 +25,28 @@ same probabilities with far fewer, larger operations:
    of the leading gates (identity where a wire has none), then the remaining gates.
    When those remaining gates are all fixed (a CNOT chain) their product is a
    constant matrix, computed once.
-3. **Amplitudes**, two ways:
+3. **Amplitudes** (hand-written forward and backward, ``torch.autograd.Function`` s),
+   chosen by :func:`fast_probabilities`:
 
-   - *autograd* (small circuits, N <= :data:`AUTOGRAD_MAX_N`, the default there): the
-     blocks are applied out of place and autograd differentiates them; with a few
-     dozen operations per circuit this beats any hand-written backward, whose cost
-     at this size is per-operation overhead, not arithmetic.
-   - *adjoint* (:class:`_AdjointProbs`, a ``torch.autograd.Function``; larger N). The
-     forward applies the steps to ``|0...0>`` in two reusable buffers and keeps only
-     the final state ``psi``. The backward starts from ``lambda = 2 (dL/dp) psi`` and
-     walks the steps in reverse, un-computing ``psi`` with the inverse (adjoint) of
-     each step and propagating ``lambda`` with the same operation, both stacked in one
-     ``(2, 2^N)`` buffer, and forms each block's matrix gradient
-     ``dL/dU = lambda_after psi_before^H``; autograd then carries ``dL/dU`` through
-     step 2 to the angles. Memory is O(2^N) whatever the depth.
+   - *stored* (:class:`_StoredProbs`; the default when gradients are needed and
+     N <= :data:`AUTOGRAD_MAX_N`). The forward writes the state after every step into
+     one pooled ``(steps + 1, 2^N)`` buffer (views pre-sliced once per buffer, so a step
+     is one library call); the backward propagates ``lambda`` once through the steps
+     into a second such buffer and then forms every block's gradient
+     ``lambda_after psi_before^H`` in one batched product per block position. At N = 13
+     the cost is the number of operations, not arithmetic: a step costs a few
+     microseconds.
+   - *adjoint* (:class:`_AdjointProbs`; larger N, and every forward without gradients).
+     The forward applies the steps to ``|0...0>`` in two lent ``(2, 2^N)`` buffers and
+     keeps only the final state ``psi`` there. The backward starts from
+     ``lambda = 2 (dL/dp) psi`` and walks the steps in reverse, un-computing ``psi``
+     with the inverse (adjoint) of each step and propagating ``lambda`` with the same
+     operation, both stacked in one buffer, and forms each block's matrix gradient
+     ``dL/dU = lambda_after psi_before^H``. Memory is O(2^N) whatever the depth.
+   - *autograd*: the same fused steps out of place, differentiated by autograd (a
+     cross-check of the two above; kept for tests).
+
+   Either way autograd then carries the matrix gradients through step 2 to the angles.
 
 With PyTorch's convention for complex gradients (``grad = dL/dRe + i dL/dIm``), for
 ``y = U x``: ``grad_x = U^H grad_y`` and ``grad_U = grad_y x^H``; for ``p = |psi|^2``:
