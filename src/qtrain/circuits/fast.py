@@ -416,6 +416,21 @@ def _apply_to_matrix(m: Tensor, u: Tensor, g: int, op_wires: tuple, controlled: 
     return torch.stack([off, on.reshape(off.shape)], 2).reshape(k, d, cols)
 
 
+def _u3(angles: Tensor) -> Tensor:
+    """:func:`qtrain.circuits.gates.u3` in real arithmetic, joined by one ``torch.complex``
+    (its backward is two views; a real-to-complex ``.to`` costs far more there)."""
+    theta, phi, lam = angles.unbind(-1)
+    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
+    both = phi + lam
+    zero = torch.zeros_like(c)
+    re = torch.stack([c, -torch.cos(lam) * s, torch.cos(phi) * s, torch.cos(both) * c], -1)
+    im = torch.stack([zero, -torch.sin(lam) * s, torch.sin(phi) * s, torch.sin(both) * c], -1)
+    return torch.complex(re, im).view(*c.shape, 2, 2)
+
+
+_BUILDERS = {"U3": _u3, "CU3": _u3}  # same matrices as GATES[...].matrix, cheaper to differentiate
+
+
 def _tail_matrix(prog: FastProgram, c: _Class, allm: Tensor) -> tuple[Tensor, Tensor | None]:
     """A class's fixed tail (CNOTs, CZs, X: a signed permutation) as ``(perm, signs)``:
     ``T @ m == signs * m[:, perm]`` (``signs`` None when all +1). Cached per dtype/device.
@@ -449,7 +464,10 @@ def build_matrices(prog: FastProgram, weights: Tensor) -> list[Tensor]:
     flat = weights.reshape(-1)
     sdtype = flat.dtype if prog.real else (torch.complex128 if flat.dtype == torch.float64 else torch.complex64)
     dev = flat.device
-    mats = [GATES[g].matrix(flat[idx]).to(sdtype) for g, idx in prog.param_index.items()]
+    mats = [
+        (_BUILDERS[g] if g in _BUILDERS and sdtype.is_complex else GATES[g].matrix)(flat[idx]).to(sdtype)
+        for g, idx in prog.param_index.items()
+    ]
     if prog.fixed_names:
         mats.append(torch.stack([_fixed(g, sdtype, dev) for g in prog.fixed_names]))
     allm = torch.cat(mats) if len(mats) > 1 else mats[0]  # (rows, 2, 2)
