@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
+    import torch
+
+    torch.set_num_threads(a.threads)  # reported by machine(); each child sets its own
     from _common import machine
 
     print(machine())

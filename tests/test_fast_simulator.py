@@ -221,3 +221,28 @@ def test_adjoint_memory_estimate_is_flat_in_depth():
     assert a == b
     assert estimate_circuit_bytes(ops(50), 20, torch.float32) > 10 * a
     assert math.isfinite(a)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_interleaved_forwards_and_repeated_backwards_agree(method):
+    """Lent buffers: a second forward before the first backward, and a backward run twice
+    (retain_graph), give the reference gradients every time."""
+    n = 6
+    qnn = QNN(n, 3, "u3-cu3-ring", dtype=torch.float64, seed=3)
+    ref = QNN(n, 3, "u3-cu3-ring", dtype=torch.float64, seed=3, method="autograd")
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (ref() @ proj).backward()
+    expected = ref.weights.grad
+    theta1 = qnn.weights.detach().clone().requires_grad_()
+    theta2 = (qnn.weights.detach() + 0.3).requires_grad_()
+    l1 = fast_probabilities(qnn._fast, theta1, method=method) @ proj
+    l2 = fast_probabilities(qnn._fast, theta2, method=method) @ proj
+    l1.backward(retain_graph=True)
+    torch.testing.assert_close(theta1.grad, expected, atol=1e-10, rtol=0)
+    theta1.grad = None
+    l2.backward()
+    l1.backward()
+    torch.testing.assert_close(theta1.grad, expected, atol=1e-10, rtol=0)
+    t3 = theta2.detach().clone().requires_grad_()
+    (torch.func.functional_call(ref, {"weights": t3}, ()) @ proj).backward()
+    torch.testing.assert_close(theta2.grad, t3.grad, atol=1e-10, rtol=0)
