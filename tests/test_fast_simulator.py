@@ -6,16 +6,16 @@ import random
 
 import numpy as np
 import pytest
+import reference
 import torch
 
-import reference
-from qtrain.circuits import Ansatz, Op, QNN, register_ansatz
+from qtrain.circuits import QNN, Ansatz, Op, register_ansatz
 from qtrain.circuits import fast as fast_mod
 from qtrain.circuits.fast import _Block, _Ctrl, _Fixed2, compile_fast, fast_probabilities
 from qtrain.circuits.gates import GATES
 from qtrain.circuits.measure import exact_probs
-from qtrain.circuits.statevector import compile_ops, run
 from qtrain.circuits.qnn import estimate_circuit_bytes
+from qtrain.circuits.statevector import compile_ops, run
 
 PAPER_ANSATZE = ["u3-cu3-ring", "ry-cnot-ring", "ry-cnot-chain", "ry-rz-cz"]
 
@@ -215,7 +215,7 @@ def test_unknown_method_is_rejected_with_the_choices():
 
 
 def test_adjoint_memory_estimate_is_flat_in_depth():
-    ops = lambda d: QNN(4, d, "ry-cnot-ring")._ops  # noqa: E731
+    ops = lambda d: QNN(4, d, "ry-cnot-ring")._ops
     a = estimate_circuit_bytes(ops(2), 20, torch.float32, method="adjoint")
     b = estimate_circuit_bytes(ops(50), 20, torch.float32, method="adjoint")
     assert a == b

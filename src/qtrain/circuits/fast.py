@@ -57,6 +57,7 @@ autograd reference).
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from dataclasses import dataclass, field
 
@@ -69,8 +70,8 @@ from .gates import GATES
 __all__ = [
     "AUTOGRAD_MAX_N",
     "FastProgram",
-    "compile_fast",
     "build_matrices",
+    "compile_fast",
     "fast_probabilities",
     "supports_fast",
 ]
@@ -157,7 +158,7 @@ class FastProgram:
     _moved: dict = field(default_factory=dict, repr=False)
     _work: dict = field(default_factory=dict, repr=False)
 
-    def to(self, device: torch.device) -> "FastProgram":
+    def to(self, device: torch.device) -> FastProgram:
         """The same program with its index tensors on ``device`` (cached)."""
         device = torch.device(device)
         if device.type == "cpu":
@@ -247,7 +248,7 @@ def _schedule(ops: list[Op], n: int, g: int) -> list:
 
     def closure(lo: int, width: int) -> tuple[list[int], dict]:
         p = {w: ptr[w] for w in range(lo, lo + width)}
-        head = lambda w: wire_ops[w][p[w]] if p[w] < len(wire_ops[w]) else -1  # noqa: E731
+        head = lambda w: wire_ops[w][p[w]] if p[w] < len(wire_ops[w]) else -1
         entangled: set = set()
         taken: list[int] = []
         changed = True
@@ -503,7 +504,7 @@ def _block_views(x: Tensor, n: int, lo: int, g: int) -> tuple[Tensor, int, int, 
 
 def _apply_block(x: Tensor, y: Tensor, u: Tensor, n: int, lo: int, g: int) -> None:
     """``y = (I (x) u (x) I) x`` on wires ``lo..lo+g-1``, for each stacked row of ``x``."""
-    xv, a, d, b = _block_views(x, n, lo, g)
+    xv, _, d, b = _block_views(x, n, lo, g)
     yv = y.view(xv.shape)
     if b == 1:
         torch.matmul(xv.view(-1, d), u.mT, out=yv.view(-1, d))
@@ -717,7 +718,7 @@ def _grad_batch(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     return torch.einsum("kadb,kaeb->kde", lam.view(k, a, d, b), psi.conj().view(k, a, d, b))
 
 
-def _fixed2_table(prog: FastProgram, s: "_Fixed2", dtype: torch.dtype, device) -> Tensor:
+def _fixed2_table(prog: FastProgram, s: _Fixed2, dtype: torch.dtype, device) -> Tensor:
     """A CNOT as a gather index / a CZ as a +-1 vector over all 2^N amplitudes (cached; only
     the stored path, N <= :data:`AUTOGRAD_MAX_N`, uses these)."""
     real = dtype.to_real() if dtype.is_complex else dtype
@@ -770,7 +771,7 @@ def _stored_plan(prog: FastProgram, ref: Tensor) -> dict:
     for (tid, lo, g), it in groups.items():
         ks = torch.tensor([k for k, _ in it], device=ref.device)
         at = [i for _, i in it]
-        steps = {q - p for p, q in zip(at, at[1:])}
+        steps = {q - p for p, q in itertools.pairwise(at)}
         if len(steps) <= 1 and (not steps or min(steps) > 0):  # evenly spaced: strided views, no copies
             step = steps.pop() if steps else 1
             sel = slice(at[0], at[-1] + 1, step)
