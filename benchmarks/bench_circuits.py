@@ -1,14 +1,18 @@
-"""Probabilities forward+backward of each ansatz: qtrain's adjoint path, its autograd
-reference and PennyLane default.qubit (torch interface, backprop), medians over repeats,
-ratios taken in the same run.
+"""Probabilities forward+backward of each ansatz: qtrain's fast path (``method="adjoint"``,
+the QNN default: the stored backward up to N = 14, the O(2^N) adjoint above), its
+autograd reference and PennyLane default.qubit (torch interface, backprop), medians and
+minima over repeats, ratios taken in the same run (of medians, and of minima: on a shared
+machine the minimum is the better estimate of the undisturbed time).
 
     PYTHONPATH=src python benchmarks/bench_circuits.py                 # N = 10..24, L = 16
-    PYTHONPATH=src python benchmarks/bench_circuits.py --n 13 22 --depth 10 --ansatz ry-cnot-ring u3-cu3-ring
+    PYTHONPATH=src python benchmarks/bench_circuits.py --n 13 --depth 10 --ansatz ry-cnot-ring u3-cu3-ring
+    PYTHONPATH=src python benchmarks/bench_circuits.py --n 16 18 20 22 24 26 --depth 10 --pennylane-max 0 --autograd-max 0
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
@@ -58,12 +62,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--autograd-max", type=int, default=16, help="largest N for the autograd reference")
     ap.add_argument("--pennylane-max", type=int, default=16, help="largest N for PennyLane")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="also alternate this many (best-of-3 fast, one PennyLane) pairs and report their ratios")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads (2-thread runs of many small ops were erratic on the 2-core test VM)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(machine())
     print(f"probabilities forward+backward, float32, L = {a.depth}; times in ms (median / min)")
-    print(f"{'ansatz':14} {'N':>3} {'adjoint':>19} {'autograd':>19} {'pennylane':>19} {'ag/adj':>7} {'pl/adj':>7}")
+    print(f"{'ansatz':14} {'N':>3} {'fast':>19} {'autograd':>19} {'pennylane':>19} {'ag/fast':>15} {'pl/fast':>15}")
+    interleaved: list[str] = []
     for ansatz in a.ansatz:
         for n in a.n:
             row = {}
@@ -93,9 +101,32 @@ def main() -> None:
                     (circuit(w).to(torch.float32) @ proj.to(torch.float32)).backward()  # PennyLane returns float64
 
                 row["pennylane"] = timeit(pl_step, max(3, reps // 3), warmup=1)
+                if a.interleave:  # fast and PennyLane alternate, so both see the same machine
+                    qnn = QNN(n, a.depth, ansatz, seed=0, check_memory=False)
+                    fproj = proj.to(torch.float32)
+
+                    def fast_step():
+                        qnn.weights.grad = None
+                        (qnn() @ fproj).backward()
+
+                    pairs = []
+                    for _ in range(a.interleave):
+                        tf = min(timeit(fast_step, 3, warmup=0))  # best of 3 short calls
+                        tp = timeit(pl_step, 1, warmup=0)[0]
+                        pairs.append((tf, tp))
+                    tfs, tps = [p[0] for p in pairs], [p[1] for p in pairs]
+                    rat = statistics.median(tp / tf for tf, tp in pairs)
+                    interleaved.append(
+                        f"{ansatz:14} {n:3d} interleaved x{a.interleave}: fast {ms(statistics.median(tfs))} /{ms(min(tfs))}"
+                        f"  pennylane {ms(statistics.median(tps))} /{ms(min(tps))}  median of PL/fast pairs {rat:6.1f}x"
+                    )
             cell = lambda k: f"{ms(row[k][0])} /{ms(row[k][1])}" if k in row else f"{'-':>19}"  # noqa: E731
-            ratio = lambda k: f"{row[k][0] / row['adjoint'][0]:7.1f}" if k in row else f"{'-':>7}"  # noqa: E731
+            ratio = lambda k: (  # noqa: E731
+                f"{row[k][0] / row['adjoint'][0]:7.1f}/{row[k][1] / row['adjoint'][1]:<7.1f}" if k in row else f"{'-':>15}"
+            )
             print(f"{ansatz:14} {n:3d} {cell('adjoint')} {cell('autograd')} {cell('pennylane')} {ratio('autograd')} {ratio('pennylane')}", flush=True)
+    for line in interleaved:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Peak extra RSS of building a QNN and one probabilities forward+backward, per N, each
-configuration in a fresh subprocess (ru_maxrss after minus the RSS before building).
+configuration in a fresh subprocess: the process's peak RSS (``VmHWM``, reset through
+``/proc/self/clear_refs`` once torch and qtrain are imported) minus its RSS at that point.
+
+(``ru_maxrss`` is not used: on Linux a child started by ``subprocess`` inherits the
+parent's peak there, which added a constant ~130 MiB to every earlier measurement.)
 
     PYTHONPATH=src python benchmarks/bench_memory.py --n 16 18 20 22 24 --depth 10
 """
@@ -13,14 +17,19 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[5]))
 from qtrain.circuits import QNN
 n, depth, ansatz, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-def rss():  # current RSS in bytes
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-base = rss()
+def status(key):  # bytes
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+except OSError:
+    pass
+base = status("VmRSS")
 t0 = time.perf_counter()
 if what == "generator":
     from qtrain.circuits.qnn import QNN as _Q
@@ -39,7 +48,7 @@ else:
     p = qnn()
     (p @ torch.linspace(-1, 1, 2**n)).backward()
 done = time.perf_counter()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status("VmHWM")
 print(json.dumps({"extra_mib": (peak - base) / 2**20, "build_s": built - t0, "fwd_bwd_s": done - built}))
 """
 
@@ -61,9 +70,12 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--ansatz", nargs="+", default=["ry-cnot-ring", "u3-cu3-ring"])
     ap.add_argument("--what", nargs="+", default=["adjoint"], help="adjoint, autograd and/or generator")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
+    import torch
+
+    torch.set_num_threads(a.threads)  # reported by machine(); each child sets its own
     from _common import machine
 
     print(machine())

@@ -6,12 +6,16 @@ import random
 
 import numpy as np
 import pytest
+import reference
 import torch
 
-import reference
-from qtrain.circuits import Ansatz, Op, QNN, register_ansatz
-from qtrain.circuits.fast import compile_fast, fast_probabilities
+from qtrain.circuits import QNN, Ansatz, Op, register_ansatz
+from qtrain.circuits import fast as fast_mod
+from qtrain.circuits.fast import _Block, _Ctrl, _Fixed2, compile_fast, fast_probabilities
+from qtrain.circuits.gates import GATES
+from qtrain.circuits.measure import exact_probs
 from qtrain.circuits.qnn import estimate_circuit_bytes
+from qtrain.circuits.statevector import compile_ops, run
 
 PAPER_ANSATZE = ["u3-cu3-ring", "ry-cnot-ring", "ry-cnot-chain", "ry-rz-cz"]
 
@@ -22,54 +26,102 @@ def _pair(n, depth, ansatz, dtype=torch.float64, seed=0, **kw):
     return fast, ref
 
 
+METHODS = ["stored", "adjoint", "autograd"]
+
+
+def _check_against_reference(ops, n, n_weights, method, *, max_block=None, seed=0, atol=1e-10):
+    """fast_probabilities(method) == the autograd reference, values and gradients (float64)."""
+    ref = compile_ops(ops, n, n_weights)
+    prog = compile_fast(ops, n, n_weights, max_block=max_block)
+    gen = torch.Generator().manual_seed(seed)
+    theta = (torch.rand(n_weights, dtype=torch.float64, generator=gen) * 2 - 1) * math.pi
+    proj = torch.randn(2**n, dtype=torch.float64, generator=gen)
+    t1, t2 = theta.clone().requires_grad_(), theta.clone().requires_grad_()
+    pf = fast_probabilities(prog, t1, method=method)
+    pr = exact_probs(run(ref, t2))
+    torch.testing.assert_close(pf, pr, atol=atol, rtol=0)
+    if not pr.requires_grad:  # no parametric gate: nothing to differentiate
+        return
+    (pf @ proj).backward()
+    (pr @ proj).backward()
+    torch.testing.assert_close(t1.grad, t2.grad, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", range(1, 8))
 @pytest.mark.parametrize("ansatz", PAPER_ANSATZE)
-def test_fast_probabilities_and_gradients_equal_the_autograd_reference(ansatz, n):
+def test_fast_probabilities_and_gradients_equal_the_autograd_reference(ansatz, n, method):
     rng = random.Random(1000 * n + len(ansatz))
     depth = rng.randint(1, 4)
     fast, ref = _pair(n, depth, ansatz, seed=rng.randint(0, 10**6))
     assert fast.method == "adjoint" and ref.method == "autograd"
     proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
-    pf, pr = fast(), ref()
+    pf = fast_probabilities(fast._fast, fast.weights, method=method)
+    pr = ref()
     torch.testing.assert_close(pf, pr, atol=1e-10, rtol=0)
     (pf @ proj).backward()
     (pr @ proj).backward()
     torch.testing.assert_close(fast.weights.grad, ref.weights.grad, atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("max_block", [1, 2, 3, 7])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("max_block", [1, 2, 3, 4, 5, 7])
 @pytest.mark.parametrize("ansatz", PAPER_ANSATZE)
-def test_every_block_size_gives_the_same_answer(ansatz, max_block):
-    n, depth = 7, 2
+def test_every_block_size_gives_the_same_answer(ansatz, max_block, method):
+    n, depth = 7, 3
     ref = QNN(n, depth, ansatz, dtype=torch.float64, seed=4, method="autograd")
-    prog = compile_fast(ref._ops, n, ref.weights.numel(), max_block=max_block)
-    theta = ref.weights.detach().clone().requires_grad_()
-    proj = torch.linspace(-1, 1, 2**n, dtype=torch.float64)
-    pf = fast_probabilities(prog, theta)
-    torch.testing.assert_close(pf, ref().detach(), atol=1e-10, rtol=0)
-    (pf @ proj).backward()
-    (ref() @ proj).backward()
-    torch.testing.assert_close(theta.grad, ref.weights.grad, atol=1e-10, rtol=0)
+    _check_against_reference(ref._ops, n, ref.weights.numel(), method, max_block=max_block, seed=max_block)
 
 
+_RANDOM_GATES = ["H", "X", "RX", "RY", "RZ", "U3", "CNOT", "CZ", "CRX", "CRY", "CRZ", "CU3"]
+
+
+def _random_ops(rng, n, n_gates, gates=_RANDOM_GATES):
+    ops, k = [], 0
+    for _ in range(n_gates):
+        gate = rng.choice([g for g in gates if n >= 2 or GATES[g].n_wires == 1])
+        spec = GATES[gate]
+        wires = tuple(rng.sample(range(n), spec.n_wires))
+        ops.append(Op(gate, wires, tuple(range(k, k + spec.n_params))))
+        k += spec.n_params
+    return ops, max(k, 1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n", range(1, 8))
+def test_random_circuits_equal_the_reference(n, method):
+    """Any gate on any wires in any order: long-range and in-window two-qubit gates in both
+    directions, repeated single-qubit gates, every window width."""
+    rng = random.Random(77 + n)
+    for trial in range(6):
+        gates = _RANDOM_GATES if trial % 2 == 0 else ["RY", "CNOT", "CZ", "CRY", "H"]  # real ones too
+        ops, nw = _random_ops(rng, n, rng.randint(1, 6 * n))
+        for max_block in (1, 2, 3, 5):
+            _check_against_reference(ops, n, nw, method, max_block=max_block, seed=trial)
+        ops, nw = _random_ops(rng, n, rng.randint(1, 6 * n), gates)
+        _check_against_reference(ops, n, nw, method, seed=trial)
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", [2, 4])
 @pytest.mark.parametrize("ansatz", PAPER_ANSATZE)
-def test_adjoint_gradient_passes_float64_gradcheck(ansatz, n):
+def test_fast_gradient_passes_float64_gradcheck(ansatz, n, method):
     qnn = QNN(n, 2, ansatz, dtype=torch.float64, seed=11)
     proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
     def f(theta):
-        return torch.func.functional_call(qnn, {"weights": theta}, ()) @ proj
+        return fast_probabilities(qnn._fast, theta, method=method) @ proj
 
     assert torch.autograd.gradcheck(f, (qnn.weights.detach().clone().requires_grad_(),))
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("ansatz", PAPER_ANSATZE)
-def test_float32_probabilities_are_within_1e6_of_float64(ansatz):
+def test_float32_probabilities_are_within_1e6_of_float64(ansatz, method):
     n = 10
     q64 = QNN(n, 6, ansatz, dtype=torch.float64, seed=2)
     q32 = QNN(n, 6, ansatz, dtype=torch.float32)
-    p32 = torch.func.functional_call(q32, {"weights": q64.weights.detach().float()}, ())
+    p32 = fast_probabilities(q32._fast, q64.weights.detach().float(), method=method)
     assert p32.dtype == torch.float32
     assert float((p32.double() - q64().detach()).abs().max()) < 1e-6
 
@@ -82,14 +134,35 @@ def test_fast_path_matches_the_dense_reference_with_long_range_gates():
         np.testing.assert_allclose(qnn().detach().numpy(), expected, atol=1e-12)
 
 
-def test_identical_entangling_layers_share_one_index_tensor():
-    qnn = QNN(8, 5, "ry-cnot-ring")
-    perms = [s for s in qnn._fast.steps if type(s).__name__ == "_Perm"]
-    assert len(perms) == 5 and len({id(s.index) for s in perms}) == 1
-    assert perms[0].index.dtype == torch.int32
-    cz = QNN(8, 5, "ry-rz-cz")
-    diags = [s for s in cz._fast.steps if type(s).__name__ == "_Diag"]
-    assert len(diags) == 5 and len({id(s.signs) for s in diags}) == 1
+def test_ring_layers_fuse_into_window_blocks_without_state_sized_tables():
+    """N = 13, windows of 5: each layer is three blocks (rotations + the chain of adjacent
+    two-qubit gates) and the wrap-around gate on its own; all blocks form one class."""
+    for ansatz, wrap in (("u3-cu3-ring", _Ctrl), ("ry-cnot-ring", _Fixed2)):
+        qnn = QNN(13, 4, ansatz)
+        prog = compile_fast(qnn._ops, 13, qnn.weights.numel(), max_block=5)
+        kinds = [type(s) for s in prog.steps]
+        assert kinds == [_Block, _Block, _Block, wrap] * 4
+        assert [(s.lo, s.g) for s in prog.steps[:3]] == [(0, 5), (4, 5), (8, 5)]
+        assert len(prog.classes) == 1 and prog.classes[0].op_rows.shape[0] == 12
+    assert QNN(13, 4, "ry-cnot-ring")._fast.classes[0].fixed_tail  # the CNOT chain: one constant
+    big = [t for t in vars(QNN(16, 2, "ry-rz-cz")._fast).values() if isinstance(t, torch.Tensor)]
+    assert all(t.numel() < 2**16 for t in big)
+
+
+@pytest.mark.parametrize("n", [3, 9, 16])
+def test_auto_method_picks_autograd_for_small_and_adjoint_for_large_circuits(n, monkeypatch):
+    qnn = QNN(n, 2, "ry-cnot-ring", dtype=torch.float64, seed=0)
+    calls = []
+    original = fast_mod._AdjointProbs.apply
+    monkeypatch.setattr(fast_mod._AdjointProbs, "apply", lambda *a: calls.append(1) or original(*a))
+    qnn().sum().backward()
+    assert bool(calls) == (n > fast_mod.AUTOGRAD_MAX_N)
+
+
+def test_unknown_fast_method_is_rejected():
+    qnn = QNN(3, 1)
+    with pytest.raises(ValueError, match="adjoint"):
+        fast_probabilities(qnn._fast, qnn.weights, method="magic")
 
 
 def test_functional_call_is_differentiable_on_the_fast_path():
@@ -125,11 +198,11 @@ def test_a_user_ansatz_runs_on_the_fast_path():
             return ops
 
     register_ansatz(Mixed(), overwrite=True)
-    for n in (3, 6, 8):
+    for n, method in ((3, "auto"), (6, "adjoint"), (8, "autograd"), (8, "adjoint")):
         fast, ref = _pair(n, 2, "test-fast-mixed", seed=n)
         assert fast.method == "adjoint"
         proj = torch.randn(2**n, dtype=torch.float64)
-        pf, pr = fast(), ref()
+        pf, pr = fast_probabilities(fast._fast, fast.weights, method=method), ref()
         torch.testing.assert_close(pf, pr, atol=1e-10, rtol=0)
         (pf @ proj).backward()
         (pr @ proj).backward()
@@ -142,9 +215,34 @@ def test_unknown_method_is_rejected_with_the_choices():
 
 
 def test_adjoint_memory_estimate_is_flat_in_depth():
-    ops = lambda d: QNN(4, d, "ry-cnot-ring")._ops  # noqa: E731
+    ops = lambda d: QNN(4, d, "ry-cnot-ring")._ops
     a = estimate_circuit_bytes(ops(2), 20, torch.float32, method="adjoint")
     b = estimate_circuit_bytes(ops(50), 20, torch.float32, method="adjoint")
     assert a == b
     assert estimate_circuit_bytes(ops(50), 20, torch.float32) > 10 * a
     assert math.isfinite(a)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_interleaved_forwards_and_repeated_backwards_agree(method):
+    """Lent buffers: a second forward before the first backward, and a backward run twice
+    (retain_graph), give the reference gradients every time."""
+    n = 6
+    qnn = QNN(n, 3, "u3-cu3-ring", dtype=torch.float64, seed=3)
+    ref = QNN(n, 3, "u3-cu3-ring", dtype=torch.float64, seed=3, method="autograd")
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (ref() @ proj).backward()
+    expected = ref.weights.grad
+    theta1 = qnn.weights.detach().clone().requires_grad_()
+    theta2 = (qnn.weights.detach() + 0.3).requires_grad_()
+    l1 = fast_probabilities(qnn._fast, theta1, method=method) @ proj
+    l2 = fast_probabilities(qnn._fast, theta2, method=method) @ proj
+    l1.backward(retain_graph=True)
+    torch.testing.assert_close(theta1.grad, expected, atol=1e-10, rtol=0)
+    theta1.grad = None
+    l2.backward()
+    l1.backward()
+    torch.testing.assert_close(theta1.grad, expected, atol=1e-10, rtol=0)
+    t3 = theta2.detach().clone().requires_grad_()
+    (torch.func.functional_call(ref, {"weights": t3}, ()) @ proj).backward()
+    torch.testing.assert_close(theta2.grad, t3.grad, atol=1e-10, rtol=0)
