@@ -90,7 +90,16 @@ def to_markdown(text: str) -> str:
 class DoctestToMarkdown(griffe.Extension):
     """Rewrite every docstring of the loaded package with :func:`to_markdown`."""
 
-    def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
-        if obj.is_alias or obj.docstring is None:
-            return
-        obj.docstring.value = to_markdown(obj.docstring.value)
+    def on_package(self, *, pkg: griffe.Module, **kwargs) -> None:
+        seen: set[int] = set()
+
+        def walk(obj: griffe.Object) -> None:
+            if obj.is_alias or id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if obj.docstring is not None:
+                obj.docstring.value = to_markdown(obj.docstring.value)
+            for member in obj.members.values():
+                walk(member)
+
+        walk(pkg)
