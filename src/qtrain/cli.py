@@ -7,6 +7,7 @@
     qtrain export runs/iris              # runs/iris/export/model.safetensors and model.onnx
     qtrain reproduce mnist-depth --seeds 0 1 2   # the papers' depth study; rerun to continue
     qtrain info --model paper-cnn --depth 16 --mapping paper
+    qtrain info --model iris-mlp --depth 2 --ansatz ry-cnot-ring --draw   # and the circuit
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -213,11 +215,34 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("compression M / trainable", f"{c['generated'] / c['trainable']:.2f}"),
         ("memory estimate (fwd+bwd)", format_bytes(estimate_memory(cfg, c["generated"], c["n_qubits"]))),
     ]
+    drawing = _info_drawing(qt, args.draw) if getattr(args, "draw", None) is not None else None
     if args.json:
-        print(json.dumps({**c, "model": args.model, "memory_bytes": estimate_memory(cfg, c["generated"])}))
+        extra = {"drawing": drawing} if drawing is not None else {}
+        print(json.dumps({**c, "model": args.model, "memory_bytes": estimate_memory(cfg, c["generated"]), **extra}))
     else:
         print(_table([("quantity", "value"), *rows]))
+        if drawing is not None:
+            print(f"\n{drawing}")
     return 0
+
+
+def _info_drawing(qt: QuantumTrain, path: str) -> str:
+    """`qtrain info --draw [PATH]`: the circuit as text (wrapped to the terminal); PATH gets a figure."""
+    qnn = qt.qnn
+    if qnn is None:
+        return f"(no circuit: the {qt.config.generator!r} generator has none)"
+    parts = list(getattr(qnn, "parts", [qnn]))  # a distributed ansatz draws each sub-circuit
+    width = max(40, shutil.get_terminal_size().columns)
+    texts = []
+    for k, part in enumerate(parts):
+        target = None
+        if path:
+            target = path if len(parts) == 1 else str(Path(path).with_stem(f"{Path(path).stem}-{k}"))
+        head = f"sub-circuit {k} ({part.n_qubits} qubits):\n" if len(parts) > 1 else ""
+        texts.append(head + part.draw(target, max_width=width))
+    if path:
+        texts.append(f"wrote {path}" if len(parts) == 1 else f"wrote {len(parts)} figures next to {path}")
+    return "\n\n".join(texts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="counts and memory estimate of a model/config")
     _add_qt_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--draw", nargs="?", const="", metavar="PATH",
+                   help="also draw the circuit as text; with PATH, write a matplotlib figure there too")
     p.set_defaults(func=cmd_info)
     return parser
 

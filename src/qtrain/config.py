@@ -29,6 +29,13 @@ WEIGHT_SCALES = ("auto", "none", "init")
 class QTConfig:
     """Configuration of a :class:`~qtrain.QuantumTrain` wrapper.
 
+    >>> import qtrain
+    >>> cfg = qtrain.QTConfig(depth=4, mapping="paper")
+    >>> cfg.resolved_hidden, cfg.resolved_activation
+    ((4, 20, 4), 'none')
+    >>> qtrain.QTConfig.from_json(cfg.to_json()) == cfg
+    True
+
     Args:
         depth: ansatz blocks L (>= 1). Trainable QNN angles grow as L x (angles per block).
         ansatz: circuit family: ``"u3-cu3-ring"`` (the papers', default),

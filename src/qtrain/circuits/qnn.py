@@ -267,6 +267,23 @@ class QNN(nn.Module):
                 f.write(text)
         return text
 
+    def draw(self, path: str | None = None, decimals: int = 2, *, max_width: int | None = None) -> str:
+        """A text drawing of the circuit with its current angles (rounded to ``decimals``);
+        with ``path``, also a matplotlib figure written there (needs matplotlib).
+        ``max_width`` wraps long circuits. See :mod:`qtrain.circuits.draw`.
+
+        >>> import torch, qtrain
+        >>> qnn = qtrain.QNN(2, depth=1, ansatz="ry-cnot-chain")
+        >>> with torch.no_grad():
+        ...     _ = qnn.weights.copy_(torch.tensor([[0.5, -1.0]]))
+        >>> print(qnn.draw())
+        0: ─RY(0.50)──╭●─
+        1: ─RY(-1.00)─╰X─
+        """
+        from .draw import draw_qnn
+
+        return draw_qnn(self, path, decimals, max_width=max_width)
+
     def extra_repr(self) -> str:
         return (
             f"n_qubits={self.n_qubits}, depth={self.depth}, ansatz={self.ansatz.name!r}, "
