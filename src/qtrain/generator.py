@@ -94,7 +94,10 @@ class WeightGenerator(nn.Module):
             # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
             self._affine = self.mapping.as_affine()
             try:
-                out = torch.cat([self._chunk(x, lo) for lo in range(0, self.n_rows, self.chunk_rows)])
+                if self._affine is not None and self.chunk_rows & (self.chunk_rows - 1) == 0:
+                    out = self._affine_all(x, *self._affine)
+                else:
+                    out = torch.cat([self._chunk(x, lo) for lo in range(0, self.n_rows, self.chunk_rows)])
             finally:
                 self._affine = None
         w = self.mapping.finish(out.reshape(-1)[: self.n_generated])  # the last row's surplus is dropped
@@ -126,6 +129,20 @@ class WeightGenerator(nn.Module):
         rows = torch.cat([self._bits(part, lo, params[0].dtype), part.unsqueeze(1).to(params[0].dtype)], dim=1)
         names = [n for n, _ in self.mapping.net.named_parameters()]
         return torch.func.functional_call(self.mapping.net, dict(zip(names, params)), (rows,))
+
+    def _affine_all(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """All R rows of an affine mapping without a bit table: row r = (hi, lo) splits its
+        bits into the high ``N - s`` and the low ``s`` (``2^s = chunk_rows``), so
+        ``bits(r) @ W_bits^T = hi_part[hi] + lo_part[lo]``: two small tables and one
+        broadcast add instead of an R x N table and an R x N x C product."""
+        low = min(self.chunk_rows.bit_length() - 1, self.n_qubits)
+        high = self.n_qubits - low
+        n_hi = -(-self.n_rows // 2**low)
+        w_bits = weight[:, : self.n_qubits]
+        lo_part = bit_features(low, 2**low, dtype=weight.dtype, device=x.device) @ w_bits[:, high:].T  # (2^s, C)
+        hi_part = bias + bit_features(high, n_hi, dtype=weight.dtype, device=x.device) @ w_bits[:, :high].T
+        rows = (hi_part.unsqueeze(1) + lo_part.unsqueeze(0)).reshape(-1, weight.shape[0])[: self.n_rows]
+        return rows + x.to(weight.dtype).unsqueeze(1) * weight[:, -1]
 
     def _affine_rows(self, part: Tensor, lo: int, weight: Tensor, bias: Tensor) -> Tensor:
         base = bias + part.to(weight.dtype).unsqueeze(1) * weight[:, -1]  # (K, C)
