@@ -93,3 +93,18 @@ WEIGHT_SHAPES = {
     "ry-cnot-chain": lambda n, d: (d, n),
     "ry-rz-cz": lambda n, d: (d, n),
 }
+
+
+def generator_gradcheck(generator, n_generated: int, seed: int = 0) -> bool:
+    """torch.autograd.gradcheck of a (float64) generator's output, projected on a random
+    vector, with respect to all its trainable parameters (through functional_call)."""
+    import torch
+
+    names = [n for n, p in generator.named_parameters() if p.requires_grad]
+    proj = torch.randn(n_generated, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+    def f(*values):
+        return torch.func.functional_call(generator, dict(zip(names, values)), ()) @ proj
+
+    inputs = tuple(p.detach().clone().requires_grad_() for p in generator.parameters() if p.requires_grad)
+    return torch.autograd.gradcheck(f, inputs, atol=1e-6)
