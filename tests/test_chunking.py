@@ -47,15 +47,16 @@ def test_each_basis_state_emits_its_chunk_of_consecutive_weights_by_hand():
     torch.testing.assert_close(w["0.weight"].reshape(-1)[6:12].double(), expect[6:12])  # row 1's chunk
 
 
+@pytest.mark.parametrize("chunk_rows", [50, 64])  # 64: a power of two, the split-bit paths
 @pytest.mark.parametrize("mapping", ["mlp", "paper"])
-def test_chunk_size_generation_in_row_chunks_equals_one_pass(mapping):
+def test_chunk_size_generation_in_row_chunks_equals_one_pass(mapping, chunk_rows):
     qt = qtrain.QuantumTrain(_net(), qtrain.QTConfig(depth=2, chunk_size=4, mapping=mapping, dtype="float64"))
     gen = qt.generator
     params = [p for p in gen.parameters() if p.requires_grad]
     probe = torch.linspace(-1, 1, 767, dtype=torch.float64)
     w_one = gen()
     g_one = torch.autograd.grad(w_one @ probe, params)
-    gen.chunk_rows = 50  # 192 rows: 4 chunks, the last partial
+    gen.chunk_rows = chunk_rows  # 192 rows: 3-4 chunks, the last partial
     w_chunk = gen()
     g_chunk = torch.autograd.grad(w_chunk @ probe, params)
     torch.testing.assert_close(w_chunk, w_one, rtol=0, atol=1e-12)
@@ -63,11 +64,13 @@ def test_chunk_size_generation_in_row_chunks_equals_one_pass(mapping):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 3])
-def test_chunked_generator_gradient_matches_finite_differences(chunk_rows):
+@pytest.mark.parametrize("mapping", ["mlp", "paper"])
+@pytest.mark.parametrize("chunk_rows", [None, 3, 4])
+def test_chunked_generator_gradient_matches_finite_differences(chunk_rows, mapping):
     net = torch.nn.Linear(6, 4)  # M = 28; C = 3 -> 10 rows, N = 4
-    qt = qtrain.QuantumTrain(net, qtrain.QTConfig(depth=1, chunk_size=3, mapping_hidden=(3,), dtype="float64",
-                                                  learnable_transform=True))
+    qt = qtrain.QuantumTrain(net, qtrain.QTConfig(depth=1, chunk_size=3, mapping=mapping, dtype="float64",
+                                                  learnable_transform=True, **(
+                                                      {"mapping_hidden": (3,)} if mapping == "mlp" else {})))
     if chunk_rows:
         qt.generator.chunk_rows = chunk_rows
     assert generator_gradcheck(qt.generator, 28)

@@ -94,8 +94,11 @@ class WeightGenerator(nn.Module):
             # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
             self._affine = self.mapping.as_affine()
             try:
-                if self._affine is not None and self.chunk_rows & (self.chunk_rows - 1) == 0:
+                aligned = self.chunk_rows & (self.chunk_rows - 1) == 0  # a power of two
+                if self._affine is not None and aligned:
                     out = self._affine_all(x, *self._affine)
+                elif aligned and self._first_linear() is not None:
+                    out = self._mlp_all(x)
                 else:
                     out = torch.cat([self._chunk(x, lo) for lo in range(0, self.n_rows, self.chunk_rows)])
             finally:
@@ -129,6 +132,40 @@ class WeightGenerator(nn.Module):
         rows = torch.cat([self._bits(part, lo, params[0].dtype), part.unsqueeze(1).to(params[0].dtype)], dim=1)
         names = [n for n, _ in self.mapping.net.named_parameters()]
         return torch.func.functional_call(self.mapping.net, dict(zip(names, params)), (rows,))
+
+    def _first_linear(self) -> nn.Linear | None:
+        net = self.mapping.net
+        if isinstance(net, nn.Sequential) and len(net) > 1 and type(net[0]) is nn.Linear and net[0].bias is not None:
+            return net[0]
+        return None
+
+    def _mlp_all(self, x: Tensor) -> Tensor:
+        """The MLP over all rows in chunks of ``2^s`` rows, recomputed in the backward, its
+        first layer without a bit table: the low ``s`` bits' share of it is one ``(2^s, H)``
+        table for every chunk, the high bits' share one vector per chunk."""
+        low = self.chunk_rows.bit_length() - 1
+        weight = self._first_linear().weight
+        lo_part = bit_features(low, 2**low, dtype=weight.dtype, device=x.device) @ weight[:, self.n_qubits - low:
+                                                                                          self.n_qubits].T
+        params = [p for _, p in self.mapping.net.named_parameters()]
+        outs = []
+        for lo in range(0, self.n_rows, self.chunk_rows):
+            part = x[lo : lo + self.chunk_rows]
+            if torch.is_grad_enabled():
+                outs.append(_Recompute.apply(self._mlp_split_rows, lo, part, lo_part, *params))
+            else:
+                outs.append(self._mlp_split_rows(part, lo, lo_part, *params))
+        return torch.cat(outs)
+
+    def _mlp_split_rows(self, part: Tensor, lo: int, lo_part: Tensor, weight: Tensor, bias: Tensor,
+                        *rest: Tensor) -> Tensor:
+        low = self.chunk_rows.bit_length() - 1
+        high = self.n_qubits - low
+        hi = bit_features(high, 1, start=lo >> low, dtype=weight.dtype, device=part.device) @ weight[:, :high].T
+        h = lo_part[: part.shape[0]] + (hi + bias) + part.to(weight.dtype).unsqueeze(1) * weight[:, -1]
+        net = self.mapping.net
+        names = [n for n, _ in net.named_parameters()][2:]
+        return torch.func.functional_call(net[1:], dict(zip(names, rest)), (h,))
 
     def _affine_all(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         """All R rows of an affine mapping without a bit table: row r = (hi, lo) splits its
