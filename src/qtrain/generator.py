@@ -71,7 +71,6 @@ class WeightGenerator(nn.Module):
             raise ValueError(f"{self.n_rows:,} rows need more than the {2**n_qubits:,} basis states of {n_qubits} qubits")
         self.n_qubits = n_qubits
         self.chunk_rows = int(chunk_rows)
-        self._affine: tuple[Tensor, Tensor] | None = None
         dtype = next(mapping.parameters()).dtype
         # The bits never change: computed once, not saved (they follow from R and N). Past
         # one chunk they are made per chunk instead (R x N floats is 370 MB at N = 22).
@@ -92,17 +91,14 @@ class WeightGenerator(nn.Module):
         else:
             # an activation-free mapping (the paper's) is one affine map: collapse it once per
             # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
-            self._affine = self.mapping.as_affine()
-            try:
-                aligned = self.chunk_rows & (self.chunk_rows - 1) == 0  # a power of two
-                if self._affine is not None and aligned:
-                    out = self._affine_all(x, *self._affine)
-                elif aligned and self._first_linear() is not None:
-                    out = self._mlp_all(x)
-                else:
-                    out = torch.cat([self._chunk(x, lo) for lo in range(0, self.n_rows, self.chunk_rows)])
-            finally:
-                self._affine = None
+            affine = self.mapping.as_affine()
+            aligned = self.chunk_rows & (self.chunk_rows - 1) == 0  # a power of two
+            if affine is not None and aligned:
+                out = self._affine_all(x, *affine)
+            elif aligned and self._first_linear() is not None:
+                out = self._mlp_all(x)
+            else:
+                out = torch.cat([self._chunk(x, lo, affine) for lo in range(0, self.n_rows, self.chunk_rows)])
         w = self.mapping.finish(out.reshape(-1)[: self.n_generated])  # the last row's surplus is dropped
         if self.gains is not None:
             w = w * torch.repeat_interleave(self.gains, self.sizes, output_size=self.n_generated)
@@ -112,11 +108,10 @@ class WeightGenerator(nn.Module):
             w = w - self.anchor
         return w
 
-    def _chunk(self, x: Tensor, lo: int) -> Tensor:
+    def _chunk(self, x: Tensor, lo: int, affine: tuple[Tensor, Tensor] | None) -> Tensor:
         """Mapping outputs of rows ``lo .. lo + chunk_rows``; under autograd only the
         chunk's slice of ``x`` is kept, the activations are recomputed in the backward."""
         part = x[lo : lo + self.chunk_rows]
-        affine = self.mapping.as_affine() if self._affine is None else self._affine
         # the tensors are captured now and passed explicitly: by the backward, an outer
         # torch.func.functional_call may have swapped the module's parameters back
         fn, params = (self._affine_rows, list(affine)) if affine is not None else (self._mlp_rows, [
