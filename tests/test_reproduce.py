@@ -43,3 +43,40 @@ def test_quick_shots_study_tabulates_executions_and_accuracy(tmp_path, monkeypat
     assert by[("parameter-shift", 100)]["executions_per_step"] == 1 + 14 * 7 * 2  # u3-cu3-ring, N = 7, L = 2
     assert by[("backprop", 100)]["executions_per_step"] == 1
     assert (tmp_path / "shots-quick" / "shots.png").is_file()
+
+
+def _hold_lock(path):
+    """Another process holding a job directory's lock, as a running `qtrain` would."""
+    import subprocess
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_job_another_process_trains_is_refused_or_skipped_and_freed_when_it_dies(tmp_path, capsys):
+    out = tmp_path / "iris-quick"
+    holder = _hold_lock(out / "qt-L1-seed0" / ".lock")
+    try:
+        # `qtrain train` into a busy directory: one clear line, nothing written
+        busy = out / "qt-L1-seed0"
+        assert cli.main(["train", "--dataset", "iris", "--model", "iris-mlp", "--epochs", "1", "--out", str(busy),
+                         "--no-progress"]) == 2
+        assert "being trained by another process" in capsys.readouterr().err
+        assert not (busy / "config.json").exists()
+        # the preset skips the busy job, trains the others, tabulates what finished
+        args = ["reproduce", "iris", "--quick", "--seeds", "0", "--out", str(tmp_path), "--no-progress"]
+        assert cli.main(args) == 0
+        assert "qt L=1 seed 0: skipped, another process is training" in capsys.readouterr().err
+        assert not (busy / "results.json").exists() and (out / "qt-L2-seed0" / "results.json").is_file()
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the flock with the process
+        holder.wait()
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "qt L=1 seed 0 ->" in err and "qt L=2 seed 0 ->" not in err  # only the skipped job ran
+    assert (busy / "results.json").is_file()

@@ -27,7 +27,7 @@ from .circuits import ANSATZE
 from .config import GENERATORS, MAPPINGS, QTConfig
 from .checkpoint import CheckpointError, read_checkpoint_meta
 from .data import DATASETS, DatasetUnavailable
-from .experiment import _save_plain, run_job
+from .experiment import JobLocked, _save_plain, run_job
 from .export import export_onnx
 from .model import QuantumTrain, estimate_memory
 from .models import MODELS, build_model
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetUnavailable as e:
         print(f"qtrain: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, MemoryError, FileExistsError, FileNotFoundError, CheckpointError) as e:
+    except (ValueError, TypeError, MemoryError, FileExistsError, FileNotFoundError, CheckpointError, JobLocked) as e:
         print(f"qtrain: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .config import GENERATORS, QTConfig
-from .experiment import run_job
+from .experiment import run_job_or_skip
 from .models import widest_within
 from .reproduce import _count, _fmt, _mean_std, _plain_log_ticks
 from .train import TrainConfig
@@ -86,9 +86,9 @@ def run_compare(
 
             budget_n = QuantumTrain(build_model(model), cfg).n_trainable
             width, _ = widest_within(model, budget_n)
-            run_job(job_dir, model=model, width=width, runs=("classical",), **kwargs)
+            run_job_or_skip(job_dir, model=model, width=width, runs=("classical",), **kwargs)
         else:
-            run_job(job_dir, model=model, runs=("qt",), **kwargs)
+            run_job_or_skip(job_dir, model=model, runs=("qt",), **kwargs)
     return summarize_compare(out, budgets, methods, seeds, lrs)
 
 

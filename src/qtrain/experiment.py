@@ -10,7 +10,11 @@
 - ``model.safetensors``: the QT-trained plain model (load it into the model class with
   ``safetensors.torch.load_file``; no qtrain needed), ``qt/`` (``from_pretrained``),
   ``classical.safetensors``;
-- ``results.json`` and ``curves.png`` when the job completes.
+- ``results.json`` and ``curves.png`` when the job completes;
+- ``.lock``: held (``flock``) while a process trains into ``out``. A second process asked to
+  train the same directory gets :class:`JobLocked` instead of corrupting it; the presets skip
+  such a job, so the same ``qtrain reproduce`` / ``qtrain compare`` command started twice
+  shares the work. The kernel drops the lock when its holder dies, even by SIGKILL.
 
 Under ``torchrun`` every rank runs ``run_job`` with the same arguments; each trains its
 shard (see :func:`qtrain.train.fit`) and rank 0 alone writes files.
@@ -18,6 +22,8 @@ shard (see :func:`qtrain.train.fit`) and rank 0 alone writes files.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -36,9 +42,33 @@ from .model import QuantumTrain
 from .models import build_model, count_parameters
 from .train import TrainConfig, final_metrics, fit
 
-__all__ = ["run_job", "plot_curves"]
+__all__ = ["run_job", "run_job_or_skip", "plot_curves", "JobLocked"]
 
 RUNS = ("qt", "classical")
+
+
+class JobLocked(RuntimeError):
+    """Another live process is training into this job directory."""
+
+
+@contextlib.contextmanager
+def _job_lock(out: Path):
+    # flock, not a marker file: the kernel releases it when the holder exits or is killed,
+    # so a crashed run never leaves a stale lock behind
+    if not distributed.is_main_process():  # rank 0 alone writes; it holds the lock for all
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobLocked(f"{out} is being trained by another process (it holds {out / '.lock'}); "
+                            "wait for it, or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _job_config(dataset: str, data_dir: str | None, model: str, width: float, qt: QTConfig, train: TrainConfig,
@@ -109,6 +139,7 @@ def run_job(
         FileExistsError: ``out`` already holds a job and ``resume`` is False.
         CheckpointError: on ``resume``, the job in ``out`` has other settings, or a
             checkpoint is corrupt.
+        JobLocked: another process is training into ``out`` right now.
     """
     qt = qt or QTConfig()
     train = train or TrainConfig()
@@ -117,13 +148,33 @@ def run_job(
     if not runs or any(r not in RUNS for r in runs):
         raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
     job = _job_config(dataset, data_dir, model, width, qt, train, tuple(runs), (limit_train, limit_test), val_fraction)
+    if skip_finished and (done := _finished(out, job)) is not None:
+        return done
+    with _job_lock(out):
+        # again under the lock: another process may have finished it while we waited
+        if skip_finished and (done := _finished(out, job)) is not None:
+            return done
+        return _run_locked(out, job, dataset=dataset, data_dir=data_dir, model=model, width=width, qt=qt,
+                           train=train, runs=runs, limit_train=limit_train, limit_test=limit_test,
+                           val_fraction=val_fraction, resume=resume, label=label, progress=progress, log=log)
+
+
+def _finished(out: Path, job: dict) -> dict | None:
+    """The saved results when ``out`` holds a finished job with exactly these settings."""
     cfg_path = out / "config.json"
-    if skip_finished and (out / "results.json").exists() and cfg_path.exists():
-        try:
-            if _normalized(json.loads(cfg_path.read_text())["job"]) == _normalized(job):
-                return json.loads((out / "results.json").read_text())
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{out}: damaged config.json or results.json ({e})") from None
+    if not ((out / "results.json").exists() and cfg_path.exists()):
+        return None
+    try:
+        if _normalized(json.loads(cfg_path.read_text())["job"]) == _normalized(job):
+            return json.loads((out / "results.json").read_text())
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{out}: damaged config.json or results.json ({e})") from None
+    return None
+
+
+def _run_locked(out: Path, job: dict, *, dataset, data_dir, model, width, qt, train, runs, limit_train, limit_test,
+                val_fraction, resume, label, progress, log) -> dict:
+    cfg_path = out / "config.json"
     if label is not None and log is not None and distributed.is_main_process():
         log(f"{label} -> {out}")
     if cfg_path.exists():
@@ -195,6 +246,17 @@ def run_job(
         _write_json(out / "results.json", results)
         plot_curves(histories, out / "curves.png")
     return results
+
+
+def run_job_or_skip(out: str | os.PathLike, *, log=None, label: str | None = None, **kwargs) -> dict | None:
+    """:func:`run_job`, except that a job another process is training is skipped (and
+    logged) instead of raised: how a preset started twice shares its jobs."""
+    try:
+        return run_job(out, log=log, label=label, **kwargs)
+    except JobLocked:
+        if log is not None and distributed.is_main_process():
+            log(f"{label or out}: skipped, another process is training {out}")
+        return None
 
 
 def _summary(history: list[dict], trainable: int) -> dict:

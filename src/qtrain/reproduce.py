@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import QTConfig
-from .experiment import run_job
+from .experiment import run_job_or_skip
 from .train import TrainConfig
 
 __all__ = ["EXPERIMENTS", "Experiment", "run_experiment", "summarize"]
@@ -120,7 +120,7 @@ def run_experiment(
     jobs = _job_dirs(exp, out, seeds, depths)
     for i, (kind, seed, depth, job_dir) in enumerate(jobs, 1):
         qt = QTConfig(**{**exp.qt, "depth": depth or 1, "seed": seed})
-        run_job(job_dir, dataset=exp.dataset, data_dir=data_dir, model=exp.model, qt=qt,
+        run_job_or_skip(job_dir, dataset=exp.dataset, data_dir=data_dir, model=exp.model, qt=qt,
                 train=TrainConfig(**settings, seed=seed), runs=(kind,), resume=True, skip_finished=True,
                 label=f"[{i}/{len(jobs)}] {kind}{'' if depth is None else f' L={depth}'} seed {seed}",
                 progress=progress, log=log, **limits)
@@ -304,7 +304,7 @@ def run_shots_study(*, seeds: list[int], out: str | Path, quick: bool = False, p
         train = {**spec["train"], **({"epochs": 1} if quick else {})}
         job_dir = out / task / f"{est}-shots{shots or 'exact'}-seed{seed}"
         qt = QTConfig(**spec["qt"], shots=shots, diff_method=est, seed=seed)
-        run_job(job_dir, dataset=spec["dataset"], model=spec["model"], qt=qt, train=TrainConfig(**train, seed=seed),
+        run_job_or_skip(job_dir, dataset=spec["dataset"], model=spec["model"], qt=qt, train=TrainConfig(**train, seed=seed),
                 runs=("qt",), resume=True, skip_finished=True, progress=progress, log=log,
                 label=f"[{i}/{len(plan)}] {task} {est} shots={shots or 'exact'} seed {seed}",
                 **({"limit_train": 256, "limit_test": 128} if quick else {}))
