@@ -24,6 +24,9 @@ def test_quick_iris_study_writes_tables_and_a_rerun_skips_finished_jobs(tmp_path
     assert [r["method"] for r in rows][:2] == ["QT L=1", "QT L=2"] and rows[0]["seeds"] == "2"
     per_run = [json.loads((out / f"qt-L1-seed{s}" / "results.json").read_text())["qt"]["test_acc"] for s in (0, 1)]
     assert abs(float(rows[0]["test_acc_mean"]) - sum(per_run) / 2) < 1e-12
+    secs = [json.loads((out / f"qt-L1-seed{s}" / "results.json").read_text())["qt"]["train_seconds"] for s in (0, 1)]
+    header, _, first = table.splitlines()[-6:-3]
+    assert header.endswith("| train time s (mean) |") and first.endswith(f"| {sum(secs) / 2:,.0f} |")
     assert (out / "summary.png").is_file() and (out / "loss_curves.png").is_file()
     capsys.readouterr()
     stamp = (out / "qt-L1-seed0" / "results.json").stat().st_mtime_ns

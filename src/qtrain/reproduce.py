@@ -140,6 +140,10 @@ def _fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
 
 
+def _seconds(values: list[float]) -> str:
+    return f"{_mean_std(values)[0]:,.0f}" if values else "—"
+
+
 def _count(n: int | None) -> str:
     return "—" if n is None else f"{n:,}"
 
@@ -168,8 +172,9 @@ def summarize(name: str, out: str | Path, *, seeds: list[int], depths: tuple[int
         rows.append({"method": label, "depth": None, "trainable": rs[0]["trainable"] if rs else None,
                      "seeds": len(rs), "runs": rs, "published": exp.published.get("classical") if key.endswith("epoch") else None})
 
-    table = ["| method | trainable | seeds | epochs | test acc % (ours) | published test % | train acc % | gap (test CE − train CE) |",
-             "|---|---|---|---|---|---|---|---|"]
+    table = ["| method | trainable | seeds | epochs | test acc % (ours) | published test % | train acc % | "
+             "gap (test CE − train CE) | train time s (mean) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     records = []
     for r in rows:
         runs = r["runs"]
@@ -177,7 +182,8 @@ def summarize(name: str, out: str | Path, *, seeds: list[int], depths: tuple[int
         table.append(
             f"| {r['method']} | {_count(r['trainable'])} | {r['seeds']} | "
             f"{runs[0]['epochs'] if runs else '—'} | {_fmt(acc)} | {'—' if r['published'] is None else r['published']} | "
-            f"{_fmt([x['train_acc'] for x in runs])} | {_fmt([x['gap'] for x in runs], 1.0, 4)} |"
+            f"{_fmt([x['train_acc'] for x in runs])} | {_fmt([x['gap'] for x in runs], 1.0, 4)} | "
+            f"{_seconds([x['train_seconds'] for x in runs])} |"
         )
         m, s = _mean_std(acc)
         g, gs = _mean_std([x["gap"] for x in runs])
