@@ -115,6 +115,31 @@ def test_fast_gradient_passes_float64_gradcheck(ansatz, n, method):
     assert torch.autograd.gradcheck(f, (qnn.weights.detach().clone().requires_grad_(),))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("g", [1, 2, 4])
+@pytest.mark.parametrize("permuted", [False, True])
+def test_kronecker_builder_matches_torch_kron_and_passes_gradcheck(g, dtype, permuted):
+    gen = torch.Generator().manual_seed(g)
+    f = torch.randn(3, g, 2, 2, dtype=dtype, generator=gen)
+    perm = torch.randperm(2**g, generator=gen) if permuted else None
+    idx = fast_mod._kron_index(g, perm, "cpu")
+    inv = torch.argsort(idx)
+    expected = []
+    for row in f:
+        m = row[0]
+        for w in range(1, g):
+            m = torch.kron(m, row[w])
+        expected.append(m if perm is None else m[perm])
+    torch.testing.assert_close(fast_mod._Kron.apply(f, idx, inv), torch.stack(expected), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: fast_mod._Kron.apply(x, idx, inv), (f.requires_grad_(),))
+
+
+def test_ry_builder_matches_the_gate_and_passes_gradcheck():
+    theta = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(fast_mod._RY.apply(theta), GATES["RY"].matrix(theta[:, None]), rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(fast_mod._RY.apply, (theta.requires_grad_(),))
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("ansatz", PAPER_ANSATZE)
 def test_float32_probabilities_are_within_1e6_of_float64(ansatz, method):

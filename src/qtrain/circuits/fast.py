@@ -17,14 +17,15 @@ same probabilities with far fewer, larger operations:
    applied on its own, in place: a controlled rotation on the half of the state where
    its control reads 1, a CNOT as a swap of two quarters, a CZ as a sign flip of one
    quarter. No O(2^N) index or sign tensors are stored.
-2. **Matrices** (:func:`build_matrices`, every call, ordinary autograd). Every gate's
-   2x2 matrix (the target matrix of a controlled gate; fixed gates and the identity
-   as constant rows) is built in one batched call per gate type. Blocks with the same
-   shape (width, and the local wires of the gates after each wire's leading
-   single-qubit gate) form a class, built in one batched chain: the Kronecker product
-   of the leading gates (identity where a wire has none), then the remaining gates.
-   When those remaining gates are all fixed (a CNOT chain) their product is a
-   constant matrix, computed once.
+2. **Matrices** (:func:`build_matrices`, every call, autograd). Every gate's 2x2 matrix
+   (the target matrix of a controlled gate; fixed gates and the identity as constant
+   rows) is built in one batched call per gate type. Blocks with the same shape
+   (width, and the local wires of the gates after each wire's leading single-qubit
+   gate) form a class, built in one batched chain: the Kronecker product of the
+   leading gates (identity where a wire has none; :class:`_Kron`, with a hand-written
+   backward), then the remaining gates. When those remaining gates are all fixed (a
+   CNOT chain) their product is a constant matrix, computed once; when it is a row
+   permutation, it is folded into the Kronecker product's gather.
 3. **Amplitudes** (hand-written forward and backward, ``torch.autograd.Function`` s),
    chosen by :func:`fast_probabilities`:
 
@@ -389,10 +390,54 @@ def _fixed(gate: str, dtype: torch.dtype, device) -> Tensor:
     return (t.real if not dtype.is_complex else t).to(dtype=dtype, device=device)
 
 
-def _kron(a: Tensor, b: Tensor) -> Tensor:
-    """Batched Kronecker product ``(K, p, p), (K, q, q) -> (K, pq, pq)``."""
-    k, p, q = a.shape[0], a.shape[1], b.shape[1]
-    return (a[:, :, None, :, None] * b[:, None, :, None, :]).reshape(k, p * q, p * q)
+def _kron_index(g: int, perm: Tensor | None, device) -> Tensor:
+    """Where each entry of the ``2^g x 2^g`` Kronecker product (rows taken at ``perm``) sits
+    in the outer product of the factors' flattened ``(i_w, j_w)`` pairs, row-major."""
+    d = 2**g
+    r = (torch.arange(d) if perm is None else perm.cpu())[:, None]
+    c = torch.arange(d)[None, :]
+    idx = torch.zeros(d, d, dtype=torch.long)
+    for w in range(g):  # factor w: bit g-1-w of the row and of the column, digit g-1-w in base 4
+        shift = g - 1 - w
+        idx += (2 * ((r >> shift) & 1) + ((c >> shift) & 1)) * 4**shift
+    return idx.reshape(-1).to(device)
+
+
+class _Kron(torch.autograd.Function):
+    """Batched Kronecker product of ``g`` 2x2 factors, ``(K, g, 2, 2) -> (K, 2^g, 2^g)``,
+    with a fixed row gather folded in.
+
+    Built as the outer product of the factors' 4-vectors (``g - 1`` broadcast products)
+    and one gather into matrix order; the backward is one gather back and two small
+    batched products per factor (contracting the outer product with the other factors,
+    swept from the left and reusing the forward's right partial products). Autograd
+    through chained broadcast products instead spends a multiply and a reduction over
+    the whole ``(K, 2^g, 2^g)`` product per factor and operand."""
+
+    @staticmethod
+    def forward(ctx, f: Tensor, idx: Tensor, inv: Tensor) -> Tensor:
+        k, g = f.shape[0], f.shape[1]
+        a = f.reshape(k, g, 4)
+        right = [a[:, g - 1]]  # right[j]: the outer product of factors g-1-j..g-1
+        for w in range(g - 2, -1, -1):
+            right.append((a[:, w, :, None] * right[-1][:, None, :]).reshape(k, -1))
+        ctx.save_for_backward(a, inv, *right[:-1])
+        return right[-1].index_select(1, idx).view(k, 2**g, 2**g)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, inv, *right = ctx.saved_tensors
+        k, g = a.shape[0], a.shape[1]
+        if a.is_complex():  # grad of x * y w.r.t. x is grad * conj(y)
+            a, right = a.conj(), [r.conj() for r in right]
+        left = grad.reshape(k, -1).index_select(1, inv)  # the outer product's gradient
+        out = []
+        for w in range(g - 1):  # left: the gradient contracted with factors 0..w-1
+            lv = left.view(k, 4, -1)
+            out.append(torch.bmm(right[g - 2 - w][:, None, :], lv.mT))  # row form: faster than lv @ column
+            left = torch.bmm(a[:, w, None, :], lv)
+        out.append(left)
+        return torch.cat(out, 1).view(k, g, 2, 2), None, None
 
 
 def _apply_to_matrix(m: Tensor, u: Tensor, g: int, op_wires: tuple, controlled: bool) -> Tensor:
@@ -430,7 +475,30 @@ def _u3(angles: Tensor) -> Tensor:
     return torch.complex(re, im).view(*c.shape, 2, 2)
 
 
-_BUILDERS = {"U3": _u3, "CU3": _u3}  # same matrices as GATES[...].matrix, cheaper to differentiate
+class _RY(torch.autograd.Function):
+    """:func:`qtrain.circuits.gates.ry`, ``(n,) -> (n, 2, 2)``, with its derivative in closed
+    form (autograd through the cosines, sines and stacks takes several times the operations)."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor) -> Tensor:
+        half = theta / 2
+        c, s = torch.cos(half), torch.sin(half)
+        ctx.save_for_backward(c, s)
+        return torch.stack([c, -s, s, c], -1).view(-1, 2, 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        c, s = ctx.saved_tensors
+        g = grad.reshape(-1, 4)  # d/dtheta of (c, -s, s, c) is (-s, -c, c, -s) / 2
+        return (c * (g[:, 2] - g[:, 1]) - s * (g[:, 0] + g[:, 3])) / 2
+
+
+_BUILDERS = {  # same matrices as GATES[...].matrix, cheaper to differentiate
+    "U3": _u3,
+    "CU3": _u3,
+    "RY": lambda a: _RY.apply(a[:, 0]),
+    "CRY": lambda a: _RY.apply(a[:, 0]),
+}
 
 
 def _tail_matrix(prog: FastProgram, c: _Class, allm: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -467,27 +535,34 @@ def build_matrices(prog: FastProgram, weights: Tensor) -> list[Tensor]:
     sdtype = flat.dtype if prog.real else (torch.complex128 if flat.dtype == torch.float64 else torch.complex64)
     dev = flat.device
     mats = [
-        (_BUILDERS[g] if g in _BUILDERS and sdtype.is_complex else GATES[g].matrix)(flat[idx]).to(sdtype)
+        _BUILDERS.get(g, GATES[g].matrix)(flat[idx]).to(sdtype)
         for g, idx in prog.param_index.items()
     ]
     if prog.fixed_names:
-        mats.append(torch.stack([_fixed(g, sdtype, dev) for g in prog.fixed_names]))
+        key = ("fixed", sdtype, dev)
+        if key not in prog._work:
+            prog._work[key] = torch.stack([_fixed(g, sdtype, dev) for g in prog.fixed_names])
+        mats.append(prog._work[key])
     allm = torch.cat(mats) if len(mats) > 1 else mats[0]  # (rows, 2, 2)
     out = []
     for c in prog.classes:
-        sel = allm[c.op_rows].unbind(1)  # g + tail of (K, 2, 2): one gather per class
-        m = sel[c.g - 1]
-        for w in range(c.g - 2, -1, -1):  # small (x) big: the product's inner axes stay long
-            m = _kron(sel[w], m)
+        tail, signs = _tail_matrix(prog, c, allm) if c.fixed_tail else (None, None)
+        dense = isinstance(signs, str)
+        key = ("kron", c.tid, dev)
+        if key not in prog._work:  # a permutation tail is folded into the product's gather
+            idx = _kron_index(c.g, tail if c.fixed_tail and not dense else None, dev)
+            prog._work[key] = (idx, torch.argsort(idx))
         if c.fixed_tail:
-            perm, signs = _tail_matrix(prog, c, allm)
-            if isinstance(signs, str):  # a dense constant
-                m = torch.matmul(perm, m)
-            else:
-                m = m.index_select(1, perm) if signs is None else m.index_select(1, perm) * signs
+            m = _Kron.apply(allm[c.op_rows[:, : c.g]], *prog._work[key])  # one gather per class
+            if dense:
+                m = torch.matmul(tail, m)
+            elif signs is not None:
+                m = m * signs
         else:
-            for j, w in enumerate(c.tail):
-                m = _apply_to_matrix(m, sel[c.g + j], c.g, w, len(w) == 2)
+            sel = allm[c.op_rows]  # g + tail of (K, 2, 2): one gather per class
+            m = _Kron.apply(sel[:, : c.g], *prog._work[key])
+            for j, (w, u) in enumerate(zip(c.tail, sel[:, c.g :].unbind(1))):
+                m = _apply_to_matrix(m, u, c.g, w, len(w) == 2)
         out.append(m)
     if prog.ctrl is not None:
         out.append(allm[prog.ctrl])
@@ -716,6 +791,9 @@ def _grad_batch(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
         return torch.bmm(lam.view(k, d, b), psi.view(k, d, b).mH)
     if d <= b:  # (K, a, d, d) partial products take no more room than the states
         return torch.matmul(lam.view(k, a, d, b), psi.view(k, a, d, b).mH).sum(1)
+    if not lam.is_complex():  # one transposed copy of each operand (einsum's is slower here)
+        lt = lam.view(k, a, d, b).transpose(1, 2).reshape(k, d, a * b)
+        return torch.bmm(lt, psi.view(k, a, d, b).transpose(1, 2).reshape(k, d, a * b).mT)
     return torch.einsum("kadb,kaeb->kde", lam.view(k, a, d, b), psi.conj().view(k, a, d, b))
 
 
@@ -750,7 +828,9 @@ def _stored_plan(prog: FastProgram, ref: Tensor) -> dict:
             a, d, b = 2**s.lo, 2**s.g, 2 ** (n - s.lo - s.g)
             if b == 1:
                 return "R", x.view(a, d), y.view(a, d)
-            return "L", x.view(a, d, b) if a > 1 else x.view(d, b), y.view(a, d, b) if a > 1 else y.view(d, b)
+            if a > 1:
+                return "B", x.view(a, d, b), y.view(a, d, b)
+            return "L", x.view(d, b), y.view(d, b)
         if isinstance(s, _Fixed2):
             return ("P" if s.kind == "X" else "S"), x, y
         return "C", x, y
@@ -788,9 +868,11 @@ def _stored_plan(prog: FastProgram, ref: Tensor) -> dict:
 def _run_plan(ops: list, rows: list) -> None:
     for code, s, x, y, extra in ops:
         if code == "L":
-            torch.matmul(rows[s.tid][s.k], x, out=y)
+            torch.mm(rows[s.tid][s.k], x, out=y)
+        elif code == "B":  # matmul's dispatch to this same bmm costs ~1.5 us a step more
+            torch.bmm(rows[s.tid][s.k].expand(x.shape[0], -1, -1), x, out=y)
         elif code == "R":
-            torch.matmul(x, rows[s.tid][s.k].mT, out=y)
+            torch.mm(x, rows[s.tid][s.k].mT, out=y)
         elif code == "P":
             torch.index_select(x, 0, extra, out=y)
         elif code == "S":
