@@ -296,19 +296,20 @@ class QuantumTrain(nn.Module):
         """Run the generator once: ``{name: tensor}`` for every generated parameter (tied
         parameters under each of their names, as the same tensor). Differentiable."""
         w = self.generator()  # (M,)
+        slots = self.layout.slots
+        # one split, not a slice per tensor: each slice's backward writes a full (M,) gradient,
+        # O(M x tensors) (1.3 s per step for ResNet-18's 62 tensors), the split's one concatenation
+        parts = [t.view(slot.shape) for t, slot in zip(w.split([slot.numel for slot in slots]), slots)]
         out: dict[str, Tensor] = {}
         if self.config.lora_rank is not None:
             scale = self.config.resolved_lora_scale
-            slots = self.layout.slots
-            for a, b in zip(slots[::2], slots[1::2]):
+            for a, factor_a, factor_b in zip(slots[::2], parts[::2], parts[1::2]):
                 name = a.name.removesuffix(".lora_A")
                 base = self.model.get_submodule(name).weight
-                factor_a = w[a.offset : a.offset + a.numel].view(a.shape)
-                factor_b = w[b.offset : b.offset + b.numel].view(b.shape)
                 out[f"{name}.weight"] = base + (scale * (factor_b @ factor_a)).to(base.dtype)
             return out
-        for slot, placeholder in zip(self.layout.slots, self._placeholders):
-            t = w[slot.offset : slot.offset + slot.numel].view(slot.shape).to(placeholder.dtype)
+        for slot, t, placeholder in zip(slots, parts, self._placeholders):
+            t = t.to(placeholder.dtype)
             for alias in slot.aliases:
                 out[alias] = t
         return out
