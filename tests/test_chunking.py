@@ -33,7 +33,8 @@ def test_qubits_mapping_width_and_counts_follow_the_chunk_size(chunk, capsys):
 
 def test_each_basis_state_emits_its_chunk_of_consecutive_weights_by_hand():
     chunk = 6
-    qt = qtrain.QuantumTrain(_net(), qtrain.QTConfig(depth=1, chunk_size=chunk, weight_scale="none", dtype="float64"))
+    qt = qtrain.QuantumTrain(_net(), qtrain.QTConfig(depth=1, chunk_size=chunk, weight_scale="none", dtype="float64",
+                                                     centering="global"))  # the by-hand formula centres over all M
     gen = qt.generator
     with torch.no_grad():
         x = gen.transform(gen.source())

@@ -24,7 +24,7 @@ import torch
 
 from . import __version__, distributed
 from .circuits import ANSATZE
-from .config import GENERATORS, MAPPINGS, QTConfig
+from .config import CENTERINGS, GENERATORS, MAPPINGS, QTConfig
 from .checkpoint import CheckpointError, read_checkpoint_meta
 from .data import DATASETS, DatasetUnavailable
 from .experiment import JobLocked, _save_plain, run_job
@@ -37,9 +37,13 @@ from .resources import format_bytes
 from .train import TrainConfig
 
 
+_CENTERING_HELP = ("mean-centring of the mapping output: 'tensor' (each tensor on its own), 'global' (over all M, "
+                   "the papers'); default 'auto': global for --mapping paper, tensor otherwise")
+
+
 def _qt_config(args: argparse.Namespace) -> QTConfig:
     return QTConfig(depth=args.depth, ansatz=args.ansatz, mapping=args.mapping, seed=args.seed, device=args.device,
-                    generator=args.generator, chunk_size=args.chunk_size)
+                    generator=args.generator, chunk_size=args.chunk_size, centering=args.centering)
 
 
 def _add_qt_flags(p: argparse.ArgumentParser) -> None:
@@ -51,6 +55,7 @@ def _add_qt_flags(p: argparse.ArgumentParser) -> None:
                    help="'qnn' (default) or a classical baseline at the same trainable budget")
     p.add_argument("--chunk-size", type=int, default=1,
                    help="weights per basis state C (default 1); N = ceil(log2(ceil(M / C)))")
+    p.add_argument("--centering", default="auto", choices=CENTERINGS, help=_CENTERING_HELP)
     p.add_argument("--seed", type=int, default=0, help="seeds model init, QT init and data order (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -157,7 +162,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     budgets = [parse_budget(b) for b in args.budget_from]
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device}
-    qt = {"ansatz": args.ansatz, "mapping": args.mapping, "device": args.device}
+    qt = {"ansatz": args.ansatz, "mapping": args.mapping, "device": args.device, "centering": args.centering}
     limits = {"limit_train": 512, "limit_test": 256} if args.quick else None
     summary = run_compare(dataset=args.dataset, model=args.model, budgets=budgets, seeds=args.seeds, train=train,
                           qt=qt, lrs=args.lrs, methods=tuple(args.methods), out=args.out, data_dir=args.data_dir, limits=limits,
@@ -295,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default: all)")
     p.add_argument("--ansatz", default="u3-cu3-ring", choices=sorted(ANSATZE), help="circuit family")
     p.add_argument("--mapping", default="mlp", choices=MAPPINGS, help="mapping for QT and the baselines")
+    p.add_argument("--centering", default="auto", choices=CENTERINGS, help=_CENTERING_HELP)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=int, default=10, help="epochs for every run (default: 10)")
     p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default: 64)")

@@ -23,6 +23,7 @@ PAPER_HIDDEN = (4, 20, 4)
 MLP_HIDDEN = (32, 32)
 MLP_ACTIVATION = "gelu"
 WEIGHT_SCALES = ("auto", "none", "init")
+CENTERINGS = ("auto", "global", "tensor")
 
 
 @dataclass
@@ -59,6 +60,14 @@ class QTConfig:
             start: BatchNorm scales near 1, conv kernels at their fan-in scale);
             ``"none"`` leaves the mapping output as is (the papers'); ``"auto"`` = ``"init"``
             for ``"mlp"``, ``"none"`` for ``"paper"``.
+        centering: how the mapping's outputs are mean-centred. ``"global"``: over all M
+            (the papers'); ``"tensor"``: each generated tensor of more than one weight over
+            its own weights, so no tensor's mean can drift away as a whole (under global
+            centring a small first layer's weights can all go negative together and kill
+            every ReLU after it); with ``weight_scale="init"`` each tensor's mean then stays
+            the model's initial one. ``"auto"`` = ``"global"`` for ``"paper"``,
+            ``"tensor"`` otherwise. A saved config without this key (written before it
+            existed) reads as ``"global"``, what those versions did.
         learnable_transform: also train the transform's (gamma, beta, alpha).
         transform_gamma, transform_beta, transform_alpha: the transform's constants.
         seed: seeds the angle and mapping initialisation (the global RNG is not touched).
@@ -122,6 +131,7 @@ class QTConfig:
     mps_bond: int = field(default=8, metadata={"help": "Bond dimension of mapping='mps'."})
     activation: str | None = field(default=None, metadata={"help": "Mapping activation."})
     weight_scale: str = field(default="auto", metadata={"help": "'auto', 'init' or 'none'."})
+    centering: str = field(default="auto", metadata={"help": "'auto', 'global' or 'tensor'."})
     learnable_transform: bool = field(default=False, metadata={"help": "Train (gamma, beta, alpha)."})
     transform_gamma: float = field(default=0.1, metadata={"help": "Transform gamma."})
     transform_beta: float = field(default=0.8, metadata={"help": "Transform beta."})
@@ -232,6 +242,8 @@ class QTConfig:
             )
         if self.weight_scale not in WEIGHT_SCALES:
             raise ValueError(f"Invalid `weight_scale` {self.weight_scale!r}. Must be one of {list(WEIGHT_SCALES)}.")
+        if self.centering not in CENTERINGS:
+            raise ValueError(f"Invalid `centering` {self.centering!r}. Must be one of {list(CENTERINGS)}.")
         for name in ("transform_gamma", "transform_beta", "transform_alpha"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
@@ -273,6 +285,12 @@ class QTConfig:
             return self.weight_scale
         return "none" if self.mapping == "paper" else "init"
 
+    @property
+    def resolved_centering(self) -> str:
+        if self.centering != "auto":
+            return self.centering
+        return "global" if self.mapping == "paper" else "tensor"
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict, with the qtrain version that wrote it."""
         d = asdict(self)
@@ -285,11 +303,14 @@ class QTConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "QTConfig":
-        """Inverse of :meth:`to_dict`. Unknown keys (from a newer qtrain) are dropped with a warning."""
+        """Inverse of :meth:`to_dict`. Unknown keys (from a newer qtrain) are dropped with a
+        warning; ``centering``, absent from configs written before it existed, reads as
+        ``"global"`` (what they ran with), so saved models and runs keep their meaning."""
         if not isinstance(data, dict):
             raise TypeError(f"a QTConfig must be read from a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         data = dict(data)
+        data.setdefault("centering", "global")
         data.pop("qtrain_version", None)
         unknown = sorted(set(data) - known)
         if unknown:

@@ -86,8 +86,10 @@ def _normalized(job: dict) -> dict:
     """A job as the current qtrain writes it: fields added since it was saved take their
     defaults, so older run directories keep resuming after an upgrade."""
     job = json.loads(json.dumps(job))
-    qt = QTConfig.from_dict(job.get("qt", {})).to_dict()
+    cfg = QTConfig.from_dict(job.get("qt", {}))
+    qt = cfg.to_dict()
     qt.pop("qtrain_version")
+    qt["centering"] = cfg.resolved_centering  # "auto" and what it resolves to are the same run
     job["qt"] = json.loads(json.dumps(qt))
     job["train"] = TrainConfig(**job.get("train", {})).to_dict()
     job.setdefault("width", 1.0)
@@ -185,9 +187,14 @@ def _run_locked(out: Path, job: dict, *, dataset, data_dir, model, width, qt, tr
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{cfg_path} is damaged: {e}") from None
         if _identity(saved) != _identity(job):
+            was, now = _identity(saved), _identity(job)
+            hint = ""
+            if {**was, "qt": {**was["qt"], "centering": 0}} == {**now, "qt": {**now["qt"], "centering": 0}}:
+                hint = (f"\n  only the centring differs: this run used centering={was['qt']['centering']!r} (runs made "
+                        f"before the option existed centred globally); resume it with --centering {was['qt']['centering']}")
             raise CheckpointError(
                 f"{out} holds a run with other settings; resume it with the same flags, or choose another --out.\n"
-                f"  saved: {json.dumps(_identity(saved), sort_keys=True)}\n  now:   {json.dumps(_identity(job), sort_keys=True)}"
+                f"  saved: {json.dumps(was, sort_keys=True)}\n  now:   {json.dumps(now, sort_keys=True)}{hint}"
             )
     # every rank has checked the directory before rank 0 writes into it
     distributed.barrier()

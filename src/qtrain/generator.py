@@ -32,7 +32,8 @@ class WeightGenerator(nn.Module):
         p = \text{source}(),\quad x = T(p)_{:R},\quad
         w_{rC + c} = o_{s} + g_{s} \, G([b_r, x_r])_c \quad (s \text{ the tensor holding that weight})
 
-    for rows ``r < R = ceil(M / C)``, where ``b_r`` are the +-1 bits of ``r`` and
+    for rows ``r < R = ceil(M / C)``, where ``b_r`` are the +-1 bits of ``r``, ``G`` the
+    mapping's output mean-centred (over all M weights, or over each tensor's own) and
     ``g_s``, ``o_s`` an optional fixed gain and offset per generated tensor. C = 1 is
     the papers' one weight per basis state.
 
@@ -46,6 +47,8 @@ class WeightGenerator(nn.Module):
             assignable later), or ``None`` for none.
         chunk_rows: mapping rows per chunk once R exceeds it (see :data:`CHUNK_ROWS`);
             the result is the same as in one pass (up to float summation order).
+        center_tensors: subtract each tensor's own mean from its share of the mapping
+            output (before the gain and offset); tensors of one weight are left as they are.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class WeightGenerator(nn.Module):
         gains: Tensor | None = None,
         offsets: Tensor | None = None,
         chunk_rows: int = CHUNK_ROWS,
+        center_tensors: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
@@ -77,6 +81,9 @@ class WeightGenerator(nn.Module):
         bits = bit_features(n_qubits, self.n_rows, dtype=dtype) if self.n_rows <= self.chunk_rows else None
         self.register_buffer("bits", bits, persistent=False)
         self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long), persistent=False)
+        self.center_tensors = bool(center_tensors)
+        self._split_sizes = [int(n) for n in sizes]
+        self.register_buffer("_multi", torch.tensor([float(n > 1) for n in sizes], dtype=dtype), persistent=False)
         self.register_buffer("gains", None if gains is None else gains.to(dtype))
         self.register_buffer("offsets", None if offsets is None else offsets.to(dtype))
         # QT-LoRA: B's start values, subtracted so that B starts at exactly 0
@@ -100,6 +107,8 @@ class WeightGenerator(nn.Module):
             else:
                 out = torch.cat([self._chunk(x, lo, affine) for lo in range(0, self.n_rows, self.chunk_rows)])
         w = self.mapping.finish(out.reshape(-1)[: self.n_generated])  # the last row's surplus is dropped
+        if self.center_tensors:
+            w = w - torch.repeat_interleave(self._tensor_means(w), self.sizes, output_size=self.n_generated)
         if self.gains is not None:
             w = w * torch.repeat_interleave(self.gains, self.sizes, output_size=self.n_generated)
         if self.offsets is not None:
@@ -107,6 +116,11 @@ class WeightGenerator(nn.Module):
         if self.anchor is not None:
             w = w - self.anchor
         return w
+
+    def _tensor_means(self, w: Tensor) -> Tensor:
+        """Each generated tensor's mean, 0 for single-weight tensors (centring would pin them)."""
+        means = torch.stack([part.mean() for part in w.split(self._split_sizes)])
+        return means * self._multi
 
     def _chunk(self, x: Tensor, lo: int, affine: tuple[Tensor, Tensor] | None) -> Tensor:
         """Mapping outputs of rows ``lo .. lo + chunk_rows``; under autograd only the

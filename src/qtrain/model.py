@@ -508,13 +508,14 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
         learnable=config.learnable_transform,
         dtype=dtype,
     )
-    mapping = MPSMapping(n + 1, config.mps_bond, n_outputs=config.chunk_size, center=True, dtype=dtype,
+    center = config.resolved_centering == "global"  # per-tensor centring is the generator's (it knows the tensors)
+    mapping = MPSMapping(n + 1, config.mps_bond, n_outputs=config.chunk_size, center=center, dtype=dtype,
                          generator=rng) if config.mapping == "mps" else MappingModel(
         n + 1,
         config.resolved_hidden,
         n_outputs=config.chunk_size,
         activation=config.resolved_activation,
-        center=True,
+        center=center,
         output_bias=config.mapping == "paper",
         dtype=dtype,
         generator=rng,
@@ -531,7 +532,8 @@ def _build_generator(model: nn.Module, layout: WeightLayout, config: QTConfig, n
         source = baselines.LowRankBorn(n, baselines.low_rank_for_budget(n, budget), generator=rng, dtype=dtype)
     else:
         source = qnn
-    return WeightGenerator(source, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots])
+    return WeightGenerator(source, transform, mapping, n_qubits=n, sizes=[s.numel for s in layout.slots],
+                           center_tensors=config.resolved_centering == "tensor")
 
 
 def _layout(model: nn.Module, config: QTConfig) -> WeightLayout:
