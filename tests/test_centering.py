@@ -96,9 +96,13 @@ def test_saved_configs_written_before_the_option_read_as_global(tmp_path):
     cfg = qtrain.QTConfig(depth=1, centering="global")
     data = cfg.to_dict()
     assert qtrain.QTConfig.from_dict(data) == cfg
-    del data["centering"]
-    assert qtrain.QTConfig.from_dict(data).centering == "global"
-    assert qtrain.QTConfig.from_dict(qtrain.QTConfig().to_dict()).centering == "auto"
+    del data["centering"]  # as an older qtrain saved it
+    assert qtrain.QTConfig.from_saved(data).centering == "global"
+    assert qtrain.QTConfig.from_json(json.dumps(data)).centering == "global"  # it carries qtrain_version
+    assert qtrain.QTConfig.from_saved(qtrain.QTConfig().to_dict()).centering == "auto"
+    # a hand-written config is not a saved one: the defaults apply
+    assert qtrain.QTConfig.from_dict({"depth": 4}) == qtrain.QTConfig(depth=4)
+    assert qtrain.QTConfig.from_json('{"depth": 4}') == qtrain.QTConfig(depth=4)
     # a checkpoint saved before the option: loaded with global centring, as it was trained
     torch.manual_seed(0)
     qt = qtrain.QuantumTrain(Net(), cfg)

@@ -103,6 +103,25 @@ def test_cli_nproc_2_writes_each_file_once_and_resumes(tmp_path, capfd, monkeypa
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0)
 
 
+def test_every_rank_refuses_a_directory_another_process_is_training(tmp_path, capfd, monkeypatch):
+    from test_reproduce import _hold_lock
+
+    out = tmp_path / "busy"
+    holder = _hold_lock(out / ".lock")
+    for k in ("PYTHONPATH", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(k, _env()[k])
+    try:
+        rc = cli.main(["train", "--dataset", "iris", "--model", "iris-mlp", "--depth", "1", "--epochs", "1",
+                       "--no-progress", "--no-classical", "--nproc", "2", "--out", str(out)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc != 0  # rank 0's refusal is every rank's: none waits at a barrier for the others
+    err = capfd.readouterr().err
+    assert err.count("being trained by another process") == 2
+    assert not (out / "config.json").exists()
+
+
 def test_bad_process_counts_and_backends_are_one_line_errors(capsys, monkeypatch):
     assert cli.main(["train", "--nproc", "0"]) == 2
     assert "--nproc must be >= 1" in capsys.readouterr().err

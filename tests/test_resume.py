@@ -12,8 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import qtrain
 from qtrain import cli
 from qtrain.checkpoint import CheckpointError, read_checkpoint_meta
+from qtrain.train import TrainConfig
 
 ARGS = ["train", "--dataset", "digits", "--model", "digits-cnn", "--depth", "2", "--ansatz", "ry-cnot-ring",
         "--epochs", "6", "--batch-size", "32", "--no-progress"]
@@ -105,3 +107,20 @@ def test_runs_written_before_new_config_fields_still_resume(tmp_path, capsys):
     (out / "config.json").write_text(json.dumps(saved))
     assert cli.main([*small, "--epochs", "2", "--resume"]) == 0
     assert _epoch(out / "checkpoint-qt.safetensors") == 2
+
+
+def test_an_extension_cut_short_is_not_taken_for_finished(tmp_path):
+    from qtrain.experiment import run_job
+
+    out = tmp_path / "run"
+    kw = dict(dataset="iris", model="iris-mlp", qt=qtrain.QTConfig(depth=1), runs=("qt",), progress=False,
+              resume=True, skip_finished=True)
+    first = run_job(out, train=TrainConfig(epochs=1, batch_size=32), **kw)
+    assert first["qt"]["epochs"] == 1
+    # an extension to 2 epochs rewrites config.json when it starts; killed before it ends,
+    # results.json still holds the 1-epoch run
+    saved = json.loads((out / "config.json").read_text())
+    saved["job"]["train"]["epochs"] = 2
+    (out / "config.json").write_text(json.dumps(saved))
+    again = run_job(out, train=TrainConfig(epochs=2, batch_size=32), **kw)
+    assert again["qt"]["epochs"] == 2 and _epoch(out / "checkpoint-qt.safetensors") == 2

@@ -28,3 +28,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``Path(path).write_text(text)`` through :func:`atomic_write`: processes that write
+    the same table at once leave one whole version of it, never a mix."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

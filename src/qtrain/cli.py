@@ -185,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = "model.safetensors"
     elif (run / "checkpoint-qt.safetensors").is_file():  # an unfinished run: its last epoch
         meta = read_checkpoint_meta(run / "checkpoint-qt.safetensors")
-        qt = QuantumTrain(plain, QTConfig.from_dict(job["qt"]))
+        qt = QuantumTrain(plain, QTConfig.from_saved(job["qt"]))
         state = load_file(str(run / "checkpoint-qt.safetensors"))
         qt.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         plain = qt.merge_and_unload()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ._io import write_text_atomic
 from .config import GENERATORS, QTConfig
 from .experiment import run_job_or_skip
 from .models import widest_within
@@ -132,8 +133,8 @@ def summarize_compare(out: Path, budgets: list[dict], methods: tuple[str, ...], 
             records.append({"budget": tag, "target": target, "method": method, "trainable": trainable, "lr": lr, "seeds": len(runs),
                             "test_acc_mean": m, "test_acc_std": s, "gap_mean": _mean_std(gap)[0],
                             "gap_std": _mean_std(gap)[1], "train_seconds_mean": secs})
-    (out / "results.md").write_text("\n".join(table) + "\n")
-    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    write_text_atomic(out / "results.md", "\n".join(table) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(records, indent=2) + "\n")
     _plot(out, records, methods)
     return {"table": "\n".join(table), "records": records, "dir": str(out)}
 

@@ -65,7 +65,8 @@ class QTConfig:
             its own weights, so no tensor's mean can drift away as a whole (under global
             centring a small first layer's weights can all go negative together and kill
             every ReLU after it); with ``weight_scale="init"`` each tensor's mean then stays
-            the model's initial one. ``"auto"`` = ``"global"`` for ``"paper"``,
+            the model's initial one, for good (a BatchNorm scale's mean stays 1, a bias
+            vector's its initial mean). ``"auto"`` = ``"global"`` for ``"paper"``,
             ``"tensor"`` otherwise. A saved config without this key (written before it
             existed) reads as ``"global"``, what those versions did.
         learnable_transform: also train the transform's (gamma, beta, alpha).
@@ -291,6 +292,12 @@ class QTConfig:
             return self.centering
         return "global" if self.mapping == "paper" else "tensor"
 
+    @classmethod
+    def from_saved(cls, data: dict) -> "QTConfig":
+        """A config qtrain saved (checkpoint metadata, a run's ``config.json``), whatever
+        version wrote it: :meth:`from_dict` of :func:`upgrade_saved`."""
+        return cls.from_dict(upgrade_saved(data))
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict, with the qtrain version that wrote it."""
         d = asdict(self)
@@ -304,13 +311,12 @@ class QTConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "QTConfig":
         """Inverse of :meth:`to_dict`. Unknown keys (from a newer qtrain) are dropped with a
-        warning; ``centering``, absent from configs written before it existed, reads as
-        ``"global"`` (what they ran with), so saved models and runs keep their meaning."""
+        warning; missing keys take their defaults (a config saved by an older qtrain is
+        read through :func:`upgrade_saved` instead, which fills them as that version behaved)."""
         if not isinstance(data, dict):
             raise TypeError(f"a QTConfig must be read from a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         data = dict(data)
-        data.setdefault("centering", "global")
         data.pop("qtrain_version", None)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -325,7 +331,10 @@ class QTConfig:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "<string>") -> "QTConfig":
-        """Parse a config from JSON text.
+        """Parse a config from JSON text. Text that qtrain wrote (it records
+        ``qtrain_version``) is read through :func:`upgrade_saved`: a key its version did
+        not know takes the value that version behaved as; hand-written text takes the
+        defaults.
 
         Raises:
             ValueError: the text is not valid JSON (the message names ``source`` and the
@@ -335,7 +344,7 @@ class QTConfig:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"cannot parse QTConfig from {source}: {e.msg} at line {e.lineno} column {e.colno}") from None
-        return cls.from_dict(data)
+        return cls.from_saved(data) if isinstance(data, dict) and "qtrain_version" in data else cls.from_dict(data)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "QTConfig":
@@ -347,3 +356,22 @@ class QTConfig:
         """Write the config as JSON."""
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_json() + "\n")
+
+
+# What a saved config lacking a key meant: the behaviour of the versions that did not write it.
+_LEGACY = {"centering": "global"}
+
+
+def upgrade_saved(data: dict) -> dict:
+    """A saved config dict with the keys older versions did not write filled in as those
+    versions behaved (``centering``: they centred over all M, ``"global"``), so that saved
+    models load and saved runs resume as they were trained.
+
+    >>> upgrade_saved({"depth": 4})["centering"]
+    'global'
+    >>> upgrade_saved(QTConfig().to_dict())["centering"]
+    'auto'
+    """
+    if not isinstance(data, dict):
+        return data  # from_dict says what is wrong with it
+    return {**_LEGACY, **data}

@@ -23,10 +23,12 @@ shard (see :func:`qtrain.train.fit`) and rank 0 alone writes files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,7 +44,7 @@ from .model import QuantumTrain
 from .models import build_model, count_parameters
 from .train import TrainConfig, final_metrics, fit
 
-__all__ = ["run_job", "run_job_or_skip", "plot_curves", "JobLocked"]
+__all__ = ["JobLocked", "plot_curves", "run_job", "run_job_or_skip"]
 
 RUNS = ("qt", "classical")
 
@@ -51,24 +53,36 @@ class JobLocked(RuntimeError):
     """Another live process is training into this job directory."""
 
 
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
 @contextlib.contextmanager
 def _job_lock(out: Path):
     # flock, not a marker file: the kernel releases it when the holder exits or is killed,
-    # so a crashed run never leaves a stale lock behind
-    if not distributed.is_main_process():  # rank 0 alone writes; it holds the lock for all
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    # so a crashed run never leaves a stale lock behind. Rank 0 alone writes, so it alone
+    # holds the lock; its outcome is every rank's, so that no rank trains a job others skip.
+    fd, busy = None, False
+    if distributed.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            busy = True
+        except OSError as e:  # some network filesystems have no flock: train unlocked, say so
+            if e.errno not in _NO_FLOCK:
+                os.close(fd)
+                raise
+            warnings.warn(f"cannot lock {out / '.lock'} ({e.strerror}): nothing stops a second process from "
+                          "training into the same directory", stacklevel=3)
+    try:
+        if distributed.broadcast_object(busy):
             raise JobLocked(f"{out} is being trained by another process (it holds {out / '.lock'}); "
-                            "wait for it, or choose another --out") from None
+                            "wait for it, or choose another --out")
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _job_config(dataset: str, data_dir: str | None, model: str, width: float, qt: QTConfig, train: TrainConfig,
@@ -86,7 +100,7 @@ def _normalized(job: dict) -> dict:
     """A job as the current qtrain writes it: fields added since it was saved take their
     defaults, so older run directories keep resuming after an upgrade."""
     job = json.loads(json.dumps(job))
-    cfg = QTConfig.from_dict(job.get("qt", {}))
+    cfg = QTConfig.from_saved(job.get("qt", {}))
     qt = cfg.to_dict()
     qt.pop("qtrain_version")
     qt["centering"] = cfg.resolved_centering  # "auto" and what it resolves to are the same run
@@ -150,26 +164,46 @@ def run_job(
     if not runs or any(r not in RUNS for r in runs):
         raise ValueError(f"`runs` must be a non-empty subset of {RUNS}, got {runs!r}")
     job = _job_config(dataset, data_dir, model, width, qt, train, tuple(runs), (limit_train, limit_test), val_fraction)
-    if skip_finished and (done := _finished(out, job)) is not None:
+    if skip_finished and (done := _on_rank0(_finished, out, job)) is not None:
         return done
     with _job_lock(out):
-        # again under the lock: another process may have finished it while we waited
-        if skip_finished and (done := _finished(out, job)) is not None:
+        # again under the lock: another process may have finished it since the first look
+        if skip_finished and (done := _on_rank0(_finished, out, job)) is not None:
             return done
         return _run_locked(out, job, dataset=dataset, data_dir=data_dir, model=model, width=width, qt=qt,
                            train=train, runs=runs, limit_train=limit_train, limit_test=limit_test,
                            val_fraction=val_fraction, resume=resume, label=label, progress=progress, log=log)
 
 
+def _on_rank0(fn, *args):
+    """``fn(*args)`` decided by rank 0 for every rank (its error raised on every rank)."""
+    outcome = None
+    if distributed.is_main_process():
+        try:
+            outcome = ("ok", fn(*args))
+        except CheckpointError as e:
+            outcome = ("error", str(e))
+    kind, value = distributed.broadcast_object(outcome)
+    if kind == "error":
+        raise CheckpointError(value)
+    return value
+
+
 def _finished(out: Path, job: dict) -> dict | None:
-    """The saved results when ``out`` holds a finished job with exactly these settings."""
+    """The saved results when ``out`` holds a finished job with exactly these settings.
+    Results of fewer epochs are not finished: an extension (more ``--epochs``) rewrites
+    ``config.json`` when it starts and ``results.json`` only when it ends."""
     cfg_path = out / "config.json"
     if not ((out / "results.json").exists() and cfg_path.exists()):
         return None
     try:
-        if _normalized(json.loads(cfg_path.read_text())["job"]) == _normalized(job):
-            return json.loads((out / "results.json").read_text())
-    except (ValueError, KeyError) as e:
+        if _normalized(json.loads(cfg_path.read_text())["job"]) != _normalized(job):
+            return None
+        results = json.loads((out / "results.json").read_text())
+        epochs = job["train"]["epochs"]
+        if all(r.get("epochs") == epochs for key, r in results.items() if key in RUNS):
+            return results
+    except (ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{out}: damaged config.json or results.json ({e})") from None
     return None
 

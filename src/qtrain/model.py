@@ -421,7 +421,7 @@ class QuantumTrain(nn.Module):
                 raise FileNotFoundError(f"{directory / name} not found: is {directory} a save_pretrained() directory?")
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
-            config = QTConfig.from_dict(meta["config"])
+            config = QTConfig.from_saved(meta["config"])
             saved = {name: tuple(shape) for name, shape in meta["target"]["generated"]}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"cannot read {directory / CONFIG_NAME}: {e}") from None

@@ -9,12 +9,14 @@ checkpoints and skips finished ones. The summary (``results.md``, ``results.csv`
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._io import write_text_atomic
 from .config import QTConfig
 from .experiment import run_job_or_skip
 from .train import TrainConfig
@@ -172,8 +174,8 @@ def summarize(name: str, out: str | Path, *, seeds: list[int], depths: tuple[int
         rows.append({"method": label, "depth": None, "trainable": rs[0]["trainable"] if rs else None,
                      "seeds": len(rs), "runs": rs, "published": exp.published.get("classical") if key.endswith("epoch") else None})
 
-    table = ["| method | trainable | seeds | epochs | test acc % (ours) | published test % | train acc % | "
-             "gap (test CE − train CE) | train time s (mean) |",
+    table = [("| method | trainable | seeds | epochs | test acc % (ours) | published test % | train acc % | "
+              "gap (test CE − train CE) | train time s (mean) |"),
              "|---|---|---|---|---|---|---|---|---|"]
     records = []
     for r in rows:
@@ -194,12 +196,13 @@ def summarize(name: str, out: str | Path, *, seeds: list[int], depths: tuple[int
     sources = sorted({json.loads(c.read_text())["data"]["source"] for c in out.glob("*/config.json")})
     title = (f"# qtrain reproduce {name}{' --quick' if quick else ''}\n\n{exp.note}\n\n"
              + "".join(f"Data: {src}.\n" for src in sources) + "\n")
-    (out / "results.md").write_text(title + "\n".join(table) + "\n")
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(records[0]))
-        w.writeheader()
-        w.writerows(records)
-    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    write_text_atomic(out / "results.md", title + "\n".join(table) + "\n")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(records[0]))
+    w.writeheader()
+    w.writerows(records)
+    write_text_atomic(out / "results.csv", buf.getvalue())
+    write_text_atomic(out / "results.json", json.dumps(records, indent=2) + "\n")
     _plots(exp, out, records, seeds, depths)
     return {"table": "\n".join(table), "records": records, "dir": str(out)}
 
@@ -347,8 +350,8 @@ def summarize_shots(out: Path, seeds: list[int], grid) -> dict:
                 m, s = _mean_std(acc)
                 records.append({"task": task, "estimator": est, "shots": shots, "executions_per_step": execs,
                                 "seeds": len(runs), "test_acc_mean": m, "test_acc_std": s})
-    (out / "results.md").write_text("# qtrain reproduce shots\n\n" + "\n".join(table) + "\n")
-    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    write_text_atomic(out / "results.md", "# qtrain reproduce shots\n\n" + "\n".join(table) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(records, indent=2) + "\n")
     try:
         import matplotlib
 

@@ -425,6 +425,7 @@ class _Kron(torch.autograd.Function):
         return right[-1].index_select(1, idx).view(k, 2**g, 2**g)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # saves detached partial products
     def backward(ctx, grad: Tensor):
         a, inv, *right = ctx.saved_tensors
         k, g = a.shape[0], a.shape[1]
@@ -487,6 +488,7 @@ class _RY(torch.autograd.Function):
         return torch.stack([c, -s, s, c], -1).view(-1, 2, 2)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
         c, s = ctx.saved_tensors
         g = grad.reshape(-1, 4)  # d/dtheta of (c, -s, s, c) is (-s, -c, c, -s) / 2
