@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import distributed
-from ._io import atomic_write
+from ._io import atomic_write, write_text_atomic
 from ._version import __version__
 from .checkpoint import CheckpointError, read_checkpoint_meta
 from .config import QTConfig
@@ -170,9 +170,83 @@ def run_job(
         # again under the lock: another process may have finished it since the first look
         if skip_finished and (done := _on_rank0(_finished, out, job)) is not None:
             return done
-        return _run_locked(out, job, dataset=dataset, data_dir=data_dir, model=model, width=width, qt=qt,
-                           train=train, runs=runs, limit_train=limit_train, limit_test=limit_test,
-                           val_fraction=val_fraction, resume=resume, label=label, progress=progress, log=log)
+        cfg_path = out / "config.json"
+        if label is not None and log is not None and distributed.is_main_process():
+            log(f"{label} -> {out}")
+        if cfg_path.exists():
+            if not resume:
+                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            try:
+                saved = json.loads(cfg_path.read_text())["job"]
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{cfg_path} is damaged: {e}") from None
+            if _identity(saved) != _identity(job):
+                was, now = _identity(saved), _identity(job)
+                hint = ""
+                if {**was, "qt": {**was["qt"], "centering": 0}} == {**now, "qt": {**now["qt"], "centering": 0}}:
+                    hint = (f"\n  only the centring differs: this run used centering={was['qt']['centering']!r} (runs made "
+                            f"before the option existed centred globally); resume it with --centering {was['qt']['centering']}")
+                raise CheckpointError(
+                    f"{out} holds a run with other settings; resume it with the same flags, or choose another --out.\n"
+                    f"  saved: {json.dumps(was, sort_keys=True)}\n  now:   {json.dumps(now, sort_keys=True)}{hint}"
+                )
+        # every rank has checked the directory before rank 0 writes into it
+        distributed.barrier()
+        main = distributed.is_main_process()
+        data = load_dataset(dataset, seed=train.seed, root=data_dir).subset(limit_train, limit_test)
+        if val_fraction is not None:
+            data = data.hold_out(val_fraction, seed=train.seed)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
+
+        # metrics.jsonl holds exactly what the checkpoints hold, then grows epoch by epoch
+        ckpt = {r: out / f"checkpoint-{r}.safetensors" for r in runs}
+        lines = []
+        for r in runs:
+            if resume and ckpt[r].exists():
+                lines += [{"run": r, **rec} for rec in read_checkpoint_meta(ckpt[r])["history"]]
+        metrics_path = out / "metrics.jsonl"
+        if main:
+            metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+        def on_epoch(run: str):
+            def write(record: dict) -> None:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"run": run, **record}) + "\n")
+                if log is not None:
+                    log(f"  [{run}] epoch {record['epoch']}/{train.epochs}: train {100 * record['train_acc']:.2f}% "
+                        f"test {100 * record['test_acc']:.2f}% gap {record['gap']:+.4f} ({record['seconds']:.1f} s)")
+            return write
+
+        histories, results = {}, {}
+        if "qt" in runs:
+            torch.manual_seed(train.seed)  # the template's initialisation (QT's own is seeded by qt.seed)
+            qt_model = QuantumTrain(build_model(model, width), qt)
+            histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
+                                  progress=progress, desc="QT")
+            with torch.no_grad(), qt_model.cached_weights():  # one generation: reported == saved
+                final = final_metrics(qt_model, data, shard=distributed.get_world_size() > 1)
+                if main:
+                    _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
+            if main:
+                qt_model.save_pretrained(out / "qt")
+            results["qt"] = {**_summary(histories["qt"], qt_model.n_trainable), **final}
+            results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
+        if "classical" in runs:
+            torch.manual_seed(train.seed)
+            net = build_model(model, width)
+            histories["classical"] = fit(net, data, train, checkpoint=ckpt["classical"], resume=resume,
+                                         on_epoch=on_epoch("classical"), progress=progress, desc="classical")
+            if main:
+                _save_plain(net, out / "classical.safetensors")
+            n = count_parameters(net)
+            results["classical"] = _summary(histories["classical"], n)
+            results["classical_1_epoch"] = _summary(histories["classical"][:1], n)
+        if main:
+            _write_json(out / "results.json", results)
+            plot_curves(histories, out / "curves.png")
+        return results
 
 
 def _on_rank0(fn, *args):
@@ -208,87 +282,6 @@ def _finished(out: Path, job: dict) -> dict | None:
     return None
 
 
-def _run_locked(out: Path, job: dict, *, dataset, data_dir, model, width, qt, train, runs, limit_train, limit_test,
-                val_fraction, resume, label, progress, log) -> dict:
-    cfg_path = out / "config.json"
-    if label is not None and log is not None and distributed.is_main_process():
-        log(f"{label} -> {out}")
-    if cfg_path.exists():
-        if not resume:
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        try:
-            saved = json.loads(cfg_path.read_text())["job"]
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{cfg_path} is damaged: {e}") from None
-        if _identity(saved) != _identity(job):
-            was, now = _identity(saved), _identity(job)
-            hint = ""
-            if {**was, "qt": {**was["qt"], "centering": 0}} == {**now, "qt": {**now["qt"], "centering": 0}}:
-                hint = (f"\n  only the centring differs: this run used centering={was['qt']['centering']!r} (runs made "
-                        f"before the option existed centred globally); resume it with --centering {was['qt']['centering']}")
-            raise CheckpointError(
-                f"{out} holds a run with other settings; resume it with the same flags, or choose another --out.\n"
-                f"  saved: {json.dumps(was, sort_keys=True)}\n  now:   {json.dumps(now, sort_keys=True)}{hint}"
-            )
-    # every rank has checked the directory before rank 0 writes into it
-    distributed.barrier()
-    main = distributed.is_main_process()
-    data = load_dataset(dataset, seed=train.seed, root=data_dir).subset(limit_train, limit_test)
-    if val_fraction is not None:
-        data = data.hold_out(val_fraction, seed=train.seed)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(cfg_path, {"qtrain_version": __version__, "job": job, "data": data.describe()})
-
-    # metrics.jsonl holds exactly what the checkpoints hold, then grows epoch by epoch
-    ckpt = {r: out / f"checkpoint-{r}.safetensors" for r in runs}
-    lines = []
-    for r in runs:
-        if resume and ckpt[r].exists():
-            lines += [{"run": r, **rec} for rec in read_checkpoint_meta(ckpt[r])["history"]]
-    metrics_path = out / "metrics.jsonl"
-    if main:
-        metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-
-    def on_epoch(run: str):
-        def write(record: dict) -> None:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps({"run": run, **record}) + "\n")
-            if log is not None:
-                log(f"  [{run}] epoch {record['epoch']}/{train.epochs}: train {100 * record['train_acc']:.2f}% "
-                    f"test {100 * record['test_acc']:.2f}% gap {record['gap']:+.4f} ({record['seconds']:.1f} s)")
-        return write
-
-    histories, results = {}, {}
-    if "qt" in runs:
-        torch.manual_seed(train.seed)  # the template's initialisation (QT's own is seeded by qt.seed)
-        qt_model = QuantumTrain(build_model(model, width), qt)
-        histories["qt"] = fit(qt_model, data, train, checkpoint=ckpt["qt"], resume=resume, on_epoch=on_epoch("qt"),
-                              progress=progress, desc="QT")
-        with torch.no_grad(), qt_model.cached_weights():  # one generation: reported == saved
-            final = final_metrics(qt_model, data, shard=distributed.get_world_size() > 1)
-            if main:
-                _save_plain(qt_model.merge_and_unload(), out / "model.safetensors")
-        if main:
-            qt_model.save_pretrained(out / "qt")
-        results["qt"] = {**_summary(histories["qt"], qt_model.n_trainable), **final}
-        results["qt"].update(n_generated=qt_model.n_generated, n_qubits=qt_model.n_qubits)
-    if "classical" in runs:
-        torch.manual_seed(train.seed)
-        net = build_model(model, width)
-        histories["classical"] = fit(net, data, train, checkpoint=ckpt["classical"], resume=resume,
-                                     on_epoch=on_epoch("classical"), progress=progress, desc="classical")
-        if main:
-            _save_plain(net, out / "classical.safetensors")
-        n = count_parameters(net)
-        results["classical"] = _summary(histories["classical"], n)
-        results["classical_1_epoch"] = _summary(histories["classical"][:1], n)
-    if main:
-        _write_json(out / "results.json", results)
-        plot_curves(histories, out / "curves.png")
-    return results
-
-
 def run_job_or_skip(out: str | os.PathLike, *, log=None, label: str | None = None, **kwargs) -> dict | None:
     """:func:`run_job`, except that a job another process is training is skipped (and
     logged) instead of raised: how a preset started twice shares its jobs."""
@@ -313,7 +306,7 @@ def _save_plain(model: torch.nn.Module, path: Path) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def plot_curves(histories: dict[str, list[dict]], path: Path) -> bool:

@@ -552,7 +552,7 @@ def build_matrices(prog: FastProgram, weights: Tensor) -> list[Tensor]:
         dense = isinstance(signs, str)
         key = ("kron", c.tid, dev)
         if key not in prog._work:  # a permutation tail is folded into the product's gather
-            idx = _kron_index(c.g, tail if c.fixed_tail and not dense else None, dev)
+            idx = _kron_index(c.g, None if dense else tail, dev)
             prog._work[key] = (idx, torch.argsort(idx))
         if c.fixed_tail:
             m = _Kron.apply(allm[c.op_rows[:, : c.g]], *prog._work[key])  # one gather per class
