@@ -8,6 +8,7 @@ the same run.
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ def main() -> None:
     ap.add_argument("--mapping", default="mlp")
     ap.add_argument("--repeats", type=int, default=41)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="also time this many alternating (classical, QT) pairs and report the median ratio of a pair: "
+                         "slow drifts of a shared machine then hit both sides alike")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(machine())
@@ -54,18 +58,16 @@ def main() -> None:
             params = [p for p in qt.parameters() if p.requires_grad]
             opt = torch.optim.Adam(params, lr=1e-3)
 
-            def qt_step():
+            def qt_step(qt=qt, opt=opt):  # bound now: the loop rebinds both names
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(qt(x), y).backward()
                 opt.step()
 
-            results[method] = timeit(qt_step, a.repeats, warmup=3)
+            results[method] = timeit(qt_step, a.repeats, warmup=30)  # the first ~30 QT steps run ~10% slower
+            if method == "adjoint":
+                adjoint_step = qt_step
 
-        def generate_only():
-            w = qt.generator()
-            w.sum().backward()
-
-        results["classical"] = timeit(classical, a.repeats, warmup=3)
+        results["classical"] = timeit(classical, a.repeats, warmup=30)
         # interleave once more so load drifts hit both sides
         results["classical2"] = timeit(classical, a.repeats, warmup=1)
         c = min(results["classical"][0], results["classical2"][0])
@@ -74,6 +76,15 @@ def main() -> None:
         for method in ("adjoint", "autograd"):
             m = results[method]
             print(f"  QT step ({method:8}) {ms(m[0])} / {ms(m[1])}   ratio QT/classical {m[0] / c:5.2f} (min/min {m[1] / min(results['classical'][1], results['classical2'][1]):5.2f})")
+        if a.interleave:
+            ratios, tc, tq = [], [], []
+            for _ in range(a.interleave):
+                tc.append(timeit(classical, 5, warmup=1)[0])
+                tq.append(timeit(adjoint_step, 5, warmup=1)[0])
+                ratios.append(tq[-1] / tc[-1])
+            print(f"  interleaved x{a.interleave} (median of 5 steps each): classical {ms(statistics.median(tc))}, "
+                  f"QT {ms(statistics.median(tq))}, ratio of pairs: median {statistics.median(ratios):5.2f}, "
+                  f"min {min(ratios):5.2f}, max {max(ratios):5.2f}")
 
 
 if __name__ == "__main__":

@@ -31,10 +31,11 @@ def test_qubits_mapping_width_and_counts_follow_the_chunk_size(chunk, capsys):
     assert (f"chunk C: {chunk:,}" in out) == (chunk > 1)
 
 
-def test_each_basis_state_emits_its_chunk_of_consecutive_weights_by_hand():
+@pytest.mark.parametrize("mapping", ["mlp", "paper"])  # paper: evaluated as its collapsed affine map
+def test_each_basis_state_emits_its_chunk_of_consecutive_weights_by_hand(mapping):
     chunk = 6
     qt = qtrain.QuantumTrain(_net(), qtrain.QTConfig(depth=1, chunk_size=chunk, weight_scale="none", dtype="float64",
-                                                     centering="global"))  # the by-hand formula centres over all M
+                                                     centering="global", mapping=mapping))  # centred over all M
     gen = qt.generator
     with torch.no_grad():
         x = gen.transform(gen.source())

@@ -125,3 +125,64 @@ def test_paper_mapping_collapses_to_one_affine_map_in_chunks():
     torch.testing.assert_close(w_chunk, w_one, rtol=0, atol=1e-12)
     for a, b in zip(g_chunk, g_one):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _generator(n, m, mapping, chunk_rows):
+    from qtrain.generator import WeightGenerator
+
+    probs = torch.nn.Parameter(torch.softmax(torch.randn(2**n, dtype=torch.float64,
+                                                         generator=torch.Generator().manual_seed(5)), 0))
+
+    class Source(torch.nn.Module):
+        def forward(self):
+            return probs
+
+    rows = -(-m // mapping.n_outputs)
+    kw = {} if chunk_rows is None else {"chunk_rows": chunk_rows}
+    return WeightGenerator(Source(), ProbabilityTransform(n, rows, dtype=torch.float64), mapping, n_qubits=n,
+                           sizes=[m], **kw), probs
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 32])  # None: one pass; 32: 2^5-row chunks, the last one partial
+@pytest.mark.parametrize("outputs,output_bias", [(1, True), (1, False), (3, False)])
+@pytest.mark.parametrize("activation", ["gelu", "relu", "silu", "tanh", "gelu-tanh"])
+def test_hand_written_mlp_backward_equals_autograd_over_the_concatenated_rows(activation, outputs, output_bias,
+                                                                              chunk_rows):
+    n, m = 9, 300 if outputs == 1 else 290  # R = 300 / 97 rows of 2^9
+    mapping = MappingModel(n + 1, (6, 5), n_outputs=outputs, activation=activation.split("-")[0], center=True,
+                           output_bias=output_bias, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if activation == "gelu-tanh":
+        mapping.net[1].approximate = mapping.net[3].approximate = "tanh"
+    gen, probs = _generator(n, m, mapping, chunk_rows)
+    from qtrain.generator import _MLPSpec
+
+    assert _MLPSpec.of(mapping.net, n_qubits=n, n_rows=gen.n_rows, low=5, chunk_rows=32) is not None
+    probe = torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    wrt = [probs, *mapping.parameters()]
+    got = gen()
+    g_got = torch.autograd.grad(got @ probe, wrt)
+    x = gen.transform(probs)  # the reference: autograd through the layers over the explicit [bits, x] rows
+    rows = torch.cat([bit_features(n, gen.n_rows, dtype=torch.float64), x[:, None]], 1)
+    want = mapping.finish(mapping.rows(rows).reshape(-1)[:m])
+    g_want = torch.autograd.grad(want @ probe, wrt)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(gen(), want.detach(), rtol=0, atol=1e-12)
+
+
+def test_hand_written_mlp_is_used_only_for_plain_sequential_mappings():
+    from qtrain.generator import _MLPSpec
+
+    kw = {"n_qubits": 3, "n_rows": 8, "low": 3, "chunk_rows": 8}
+    assert _MLPSpec.of(MappingModel(4, (5,), activation="gelu").net, **kw) is not None
+    hooked = MappingModel(4, (5,), activation="gelu")
+    seen = []
+    hooked.net[1].register_forward_hook(lambda *a: seen.append(1))
+    assert _MLPSpec.of(hooked.net, **kw) is None  # a hook must still run: autograd evaluates it as it is
+    odd = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 1))
+    assert _MLPSpec.of(odd, **kw) is None
+    gen, _ = _generator(3, 8, hooked, 4)  # two chunks
+    gen().sum().backward()
+    assert seen

@@ -92,9 +92,15 @@ class WeightGenerator(nn.Module):
     def forward(self) -> Tensor:
         probs = self.source()  # (2^N,)
         x = self.transform(probs)  # (R,)
-        if self.bits is not None and self.n_rows <= self.chunk_rows:
-            rows = torch.cat([self.bits, x.unsqueeze(1).to(self.bits.dtype)], dim=1)  # (R, N+1)
-            out = self.mapping.rows(rows)  # (R, C)
+        if self.bits is not None and self.n_rows <= self.chunk_rows:  # one pass against the cached bit table
+            affine = self.mapping.as_affine()  # activation-free (the paper's): one small product, not the chain
+            if affine is not None:
+                out = self._affine_rows(x, 0, *affine, bits=self.bits)  # (R, C)
+            else:
+                # a non-linear MLP through autograd as it is: over one chunk its engine beats the
+                # hand-written backward below, and splitting off the bit columns costs more
+                # elementwise passes than their gradient saves (measured at R = 6,690)
+                out = self.mapping.rows(torch.cat([self.bits, x.unsqueeze(1).to(self.bits.dtype)], dim=1))
         else:
             # an activation-free mapping (the paper's) is one affine map: collapse it once per
             # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
@@ -102,8 +108,10 @@ class WeightGenerator(nn.Module):
             aligned = self.chunk_rows & (self.chunk_rows - 1) == 0  # a power of two
             if affine is not None and aligned:
                 out = self._affine_all(x, *affine)
-            elif aligned and self._first_linear() is not None:
-                out = self._mlp_all(x)
+            elif aligned and (spec := _MLPSpec.of(self.mapping.net, n_qubits=self.n_qubits, n_rows=self.n_rows,
+                                                   low=self.chunk_rows.bit_length() - 1,
+                                                   chunk_rows=self.chunk_rows)) is not None:
+                out = spec.run(x, bit_features(spec.low, 2**spec.low, dtype=spec.dtype, device=x.device))
             else:
                 out = torch.cat([self._chunk(x, lo, affine) for lo in range(0, self.n_rows, self.chunk_rows)])
         w = self.mapping.finish(out.reshape(-1)[: self.n_generated])  # the last row's surplus is dropped
@@ -142,40 +150,6 @@ class WeightGenerator(nn.Module):
         names = [n for n, _ in self.mapping.net.named_parameters()]
         return torch.func.functional_call(self.mapping.net, dict(zip(names, params)), (rows,))
 
-    def _first_linear(self) -> nn.Linear | None:
-        net = self.mapping.net
-        if isinstance(net, nn.Sequential) and len(net) > 1 and type(net[0]) is nn.Linear and net[0].bias is not None:
-            return net[0]
-        return None
-
-    def _mlp_all(self, x: Tensor) -> Tensor:
-        """The MLP over all rows in chunks of ``2^s`` rows, recomputed in the backward, its
-        first layer without a bit table: the low ``s`` bits' share of it is one ``(2^s, H)``
-        table for every chunk, the high bits' share one vector per chunk."""
-        low = self.chunk_rows.bit_length() - 1
-        weight = self._first_linear().weight
-        lo_part = bit_features(low, 2**low, dtype=weight.dtype, device=x.device) @ weight[:, self.n_qubits - low:
-                                                                                          self.n_qubits].T
-        params = [p for _, p in self.mapping.net.named_parameters()]
-        outs = []
-        for lo in range(0, self.n_rows, self.chunk_rows):
-            part = x[lo : lo + self.chunk_rows]
-            if torch.is_grad_enabled():
-                outs.append(_Recompute.apply(self._mlp_split_rows, lo, part, lo_part, *params))
-            else:
-                outs.append(self._mlp_split_rows(part, lo, lo_part, *params))
-        return torch.cat(outs)
-
-    def _mlp_split_rows(self, part: Tensor, lo: int, lo_part: Tensor, weight: Tensor, bias: Tensor,
-                        *rest: Tensor) -> Tensor:
-        low = self.chunk_rows.bit_length() - 1
-        high = self.n_qubits - low
-        hi = bit_features(high, 1, start=lo >> low, dtype=weight.dtype, device=part.device) @ weight[:, :high].T
-        h = lo_part[: part.shape[0]] + (hi + bias) + part.to(weight.dtype).unsqueeze(1) * weight[:, -1]
-        net = self.mapping.net
-        names = [n for n, _ in net.named_parameters()][2:]
-        return torch.func.functional_call(net[1:], dict(zip(names, rest)), (h,))
-
     def _affine_all(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         """All R rows of an affine mapping without a bit table: row r = (hi, lo) splits its
         bits into the high ``N - s`` and the low ``s`` (``2^s = chunk_rows``), so
@@ -190,9 +164,9 @@ class WeightGenerator(nn.Module):
         rows = (hi_part.unsqueeze(1) + lo_part.unsqueeze(0)).reshape(-1, weight.shape[0])[: self.n_rows]
         return rows + x.to(weight.dtype).unsqueeze(1) * weight[:, -1]
 
-    def _affine_rows(self, part: Tensor, lo: int, weight: Tensor, bias: Tensor) -> Tensor:
-        base = bias + part.to(weight.dtype).unsqueeze(1) * weight[:, -1]  # (K, C)
-        return torch.addmm(base, self._bits(part, lo, weight.dtype), weight[:, :-1].T)
+    def _affine_rows(self, part: Tensor, lo: int, weight: Tensor, bias: Tensor, *, bits: Tensor | None = None) -> Tensor:
+        base = torch.addcmul(bias, part.to(weight.dtype).unsqueeze(1), weight[:, -1])  # (K, C)
+        return torch.addmm(base, self._bits(part, lo, weight.dtype) if bits is None else bits, weight[:, :-1].T)
 
 
 class _Recompute(torch.autograd.Function):
@@ -220,3 +194,168 @@ class _Recompute(torch.autograd.Function):
             wrt = [t for t, need in zip(leaves, ctx.needs_input_grad[2:]) if need]
             grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         return None, None, *(next(grads) if need else None for need in ctx.needs_input_grad[2:])
+
+
+def _act_kind(module: nn.Module) -> tuple[str, str] | None:
+    """``(kind, gelu approximation)`` of an activation the hand-written backward knows."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None
+    if type(module) is nn.GELU:
+        return "gelu", module.approximate
+    for kind, cls in (("relu", nn.ReLU), ("silu", nn.SiLU), ("tanh", nn.Tanh)):
+        if type(module) is cls and not getattr(module, "inplace", False):
+            return kind, "none"
+    return None
+
+
+def _act(kind: tuple[str, str], h: Tensor) -> Tensor:
+    name, approximate = kind
+    if name == "gelu":
+        return torch.nn.functional.gelu(h, approximate=approximate)
+    return {"relu": torch.relu, "silu": torch.nn.functional.silu, "tanh": torch.tanh}[name](h)
+
+
+def _act_backward(kind: tuple[str, str], grad: Tensor, h: Tensor, a: Tensor) -> Tensor:
+    """dL/dh from dL/da for ``a = act(h)`` (aten's own derivative kernels)."""
+    name, approximate = kind
+    if name == "gelu":
+        return torch.ops.aten.gelu_backward(grad, h, approximate=approximate)
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(grad, a, 0)
+    if name == "silu":
+        return torch.ops.aten.silu_backward(grad, h)
+    return torch.ops.aten.tanh_backward(grad, a)
+
+
+class _MLPSpec:
+    """A mapping MLP ``Linear (act Linear)*`` evaluated over the rows ``[bits(r), x_r]``
+    of a generator in chunks, forward and backward by hand (:class:`_MLPRows`).
+
+    Row ``r = (hi, lo)`` splits its N bits into the high ``N - low`` and the low ``low``:
+    the first layer is ``lo_part[lo] + hi_part[hi] + b + x_r w_x`` with ``lo_part`` one
+    ``(2^low, H)`` table for every chunk of ``chunk_rows = 2^low`` rows, so no bit table
+    of R rows exists. The backward recomputes each chunk's activations.
+    """
+
+    def __init__(self, linears: list[nn.Linear], acts: list, *, n_qubits: int, n_rows: int, low: int,
+                 chunk_rows: int) -> None:
+        self.linears, self.acts = linears, acts
+        self.n_qubits, self.n_rows = n_qubits, n_rows
+        self.low = min(low, n_qubits)
+        self.chunk_rows = chunk_rows
+        self.dtype = linears[0].weight.dtype
+
+    @classmethod
+    def of(cls, net: nn.Module, **kw) -> _MLPSpec | None:
+        """The spec of ``net``, or ``None`` when it is not a plain ``nn.Sequential`` of
+        ``nn.Linear`` s and known activations (then autograd evaluates it as it is)."""
+        if type(net) is not nn.Sequential or net._forward_hooks or net._forward_pre_hooks:
+            return None
+        mods, linears, acts = list(net), [], []
+        while mods:
+            lin = mods.pop(0)
+            if type(lin) is not nn.Linear or lin._forward_hooks or lin._forward_pre_hooks:
+                return None
+            act = None
+            if mods and type(mods[0]) is not nn.Linear:
+                act = _act_kind(mods.pop(0))
+                if act is None:
+                    return None
+            linears.append(lin)
+            acts.append(act)
+        if acts[-1] is not None or linears[0].bias is None:
+            return None
+        return cls(linears, acts, **kw)
+
+    def run(self, x: Tensor, lo_bits: Tensor) -> Tensor:
+        """``(R,) -> (R, C)``, differentiable in ``x`` and the layers' current tensors."""
+        params = [t for lin in self.linears for t in (lin.weight, lin.bias) if t is not None]
+        x = x.to(self.dtype)
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+            return _MLPRows.apply(self, lo_bits, x, *params)
+        return self.forward(lo_bits, x, self.unpack(params))
+
+    def unpack(self, params) -> list[tuple[Tensor, Tensor | None]]:
+        it = iter(params)
+        return [(next(it), next(it) if lin.bias is not None else None) for lin in self.linears]
+
+    def chunks(self):
+        for lo in range(0, self.n_rows, self.chunk_rows):
+            yield lo, min(self.chunk_rows, self.n_rows - lo)
+
+    def hi_bits(self, lo: int, device) -> Tensor:
+        return bit_features(self.n_qubits - self.low, 1, start=lo >> self.low, dtype=self.dtype, device=device)[0]
+
+    def first(self, lo_part: Tensor, w0: Tensor, b0: Tensor, x: Tensor, lo: int, k: int) -> Tensor:
+        high = self.n_qubits - self.low
+        base = b0 + w0[:, :high] @ self.hi_bits(lo, x.device) if high else b0
+        return (lo_part[:k] + base).addcmul_(x[lo : lo + k, None], w0[:, -1])  # (addr is ~1.5x slower)
+
+    def forward(self, lo_bits: Tensor, x: Tensor, layers) -> Tensor:
+        """``(R, C)`` outputs."""
+        w0, b0 = layers[0]
+        lo_part = lo_bits @ w0[:, self.n_qubits - self.low : self.n_qubits].T
+        out = torch.empty(self.n_rows, layers[-1][0].shape[0], dtype=self.dtype, device=x.device)
+        for lo, k in self.chunks():
+            out[lo : lo + k] = self.layers(lo_part, x, layers, lo, k)[0]
+        return out
+
+    def layers(self, lo_part: Tensor, x: Tensor, layers, lo: int, k: int) -> tuple[Tensor, list]:
+        """One chunk's outputs and each hidden layer's ``(pre-activation, activation)``."""
+        h, pairs = self.first(lo_part, layers[0][0], layers[0][1], x, lo, k), []
+        for (w, b), act in zip(layers[1:], self.acts):
+            a = _act(act, h)
+            pairs.append((h, a))
+            h = torch.addmm(b, a, w.T) if b is not None else a @ w.T
+        return h, pairs
+
+
+class _MLPRows(torch.autograd.Function):
+    """:class:`_MLPSpec`'s MLP with a hand-written backward: each chunk's activations are
+    recomputed and its parameter gradients accumulate in place,
+    with aten's own activation derivatives; the first layer's bit columns get theirs from
+    the two bit tables (``g^T lo_bits`` and the per-chunk row sums against the high bits)."""
+
+    @staticmethod
+    def forward(ctx, spec: _MLPSpec, lo_bits: Tensor, x: Tensor, *params: Tensor) -> Tensor:
+        out = spec.forward(lo_bits, x, spec.unpack(params))
+        ctx.spec = spec
+        ctx.save_for_backward(lo_bits, x, *params)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        spec = ctx.spec
+        lo_bits, x, *params = ctx.saved_tensors
+        layers = spec.unpack(params)
+        n, low = spec.n_qubits, spec.low
+        w0, b0 = layers[0]
+        lo_part = lo_bits @ w0[:, n - low : n].T
+        g_layers = [(torch.zeros_like(w), None if b is None else torch.zeros_like(b)) for w, b in layers]
+        g_lo = torch.zeros_like(lo_part)
+        g_x = torch.empty_like(x) if ctx.needs_input_grad[2] else None
+        row_sums, his = [], []
+        for lo, k in spec.chunks():
+            g = grad[lo : lo + k]
+            pairs = spec.layers(lo_part, x, layers, lo, k)[1]
+            for i in range(len(layers) - 1, 0, -1):  # g: dL/d(layer i's output)
+                (w, b), (gw, gb), (h, a) = layers[i], g_layers[i], pairs[i - 1]
+                gw.addmm_(g.T, a)
+                if gb is not None:
+                    gb += g.sum(0)
+                g = _act_backward(spec.acts[i - 1], g @ w, h, a)
+            g_lo[:k] += g  # g: dL/d(first layer's output), (k, H)
+            row_sums.append(g.sum(0))
+            his.append(spec.hi_bits(lo, x.device))
+            g_layers[0][0][:, -1].addmv_(g.T, x[lo : lo + k])
+            if g_x is not None:
+                torch.mv(g, w0[:, -1], out=g_x[lo : lo + k])
+        gw0, gb0 = g_layers[0]
+        sums = torch.stack(row_sums)  # (chunks, H)
+        gb0 += sums.sum(0)
+        gw0[:, n - low : n] = g_lo.T @ lo_bits
+        if n > low:
+            gw0[:, : n - low] = sums.T @ torch.stack(his)
+        flat = [t for pair in g_layers for t in pair if t is not None]
+        return None, None, g_x, *(t if need else None for t, need in zip(flat, ctx.needs_input_grad[3:]))
