@@ -203,7 +203,7 @@ def _act_kind(module: nn.Module) -> tuple[str, str] | None:
     if type(module) is nn.GELU:
         return "gelu", module.approximate
     for kind, cls in (("relu", nn.ReLU), ("silu", nn.SiLU), ("tanh", nn.Tanh)):
-        if type(module) is cls and not getattr(module, "inplace", False):
+        if type(module) is cls:  # (an in-place flag changes nothing here: every output is fresh)
             return kind, "none"
     return None
 

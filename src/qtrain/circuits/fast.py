@@ -615,6 +615,18 @@ def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     lv, pv = lam.view(a, d, b), psi.view(a, d, b).conj()
     if a == 1:
         return lv.view(d, b) @ pv.view(d, b).mT
+    if b > 1 and not lam.is_complex():
+        # a middle window, real: (d, b) x (b, d) products batched over slabs of the leading
+        # wires, each slab's (rows, d, d) partials summed in cache; no transposed copies
+        # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13)
+        rows = max(1, _GRAD_CHUNK // (d * d))
+        if torch.get_num_threads() > 1:
+            rows = max(rows, a // 4)
+        out = None
+        for i in range(0, a, rows):
+            part = torch.bmm(lv[i : i + rows], pv[i : i + rows].mT).sum(0)
+            out = part if out is None else out.add_(part)
+        return out
     rows = max(1, _GRAD_CHUNK // (d * b))
     if torch.get_num_threads() > 1:  # each product is a parallel region: keep them few
         rows = max(rows, a // 4)
