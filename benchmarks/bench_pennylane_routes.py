@@ -148,9 +148,14 @@ def main() -> None:
             res[route] = json.loads(out.stdout.strip().splitlines()[-1])
             if i == 0:
                 grads[route] = res[route].pop("grad")
-        cell = lambda r: (f"{res[r]['median_s']:.3f} s ({res[r]['min_s']:.3f}) / {res[r]['peak_extra_mib']:.0f} MiB"  # noqa: E731
-                          if res.get(r) else "-")
-        ratio = lambda r: f"{res[r]['median_s'] / res['qtrain']['median_s']:.1f}x" if res.get(r) and res.get("qtrain") else "-"  # noqa: E731
+        def cell(r: str, res: dict = res) -> str:
+            if not res.get(r):
+                return "-"
+            return f"{res[r]['median_s']:.3f} s ({res[r]['min_s']:.3f}) / {res[r]['peak_extra_mib']:.0f} MiB"
+
+        def ratio(r: str, res: dict = res) -> str:
+            return f"{res[r]['median_s'] / res['qtrain']['median_s']:.1f}x" if res.get(r) and res.get("qtrain") else "-"
+
         print(f"| {n} | " + " | ".join(cell(r) for r in ROUTES) + f" | {ratio('pl-lightning-vjp')} | {ratio('pl-lightning-vjp-c64')} | {ratio('pl-backprop')} |",
               flush=True)
     if "qtrain" in grads:

@@ -44,7 +44,7 @@ def main() -> None:
             F.cross_entropy(plain(x), y).backward()
             opt_c.step()
 
-        results = {}
+        results, adjoint_step = {}, None
         for method in ("adjoint", "autograd"):
             torch.manual_seed(0)
             qt = qtrain.QuantumTrain(

@@ -123,6 +123,11 @@ def test_paper_mapping_collapses_to_one_affine_map_in_chunks():
     w_chunk = gen()
     g_chunk = torch.autograd.grad((w_chunk * torch.linspace(-1, 1, w_one.numel(), dtype=w_one.dtype)).sum(), params)
     torch.testing.assert_close(w_chunk, w_one, rtol=0, atol=1e-12)
+    with torch.no_grad():  # both collapse the chain: check the one pass against the layers themselves
+        x = gen.transform(gen.source())
+        rows = torch.cat([bit_features(qt.n_qubits, gen.n_rows, dtype=torch.float64), x[:, None]], 1)
+        torch.testing.assert_close(w_one.detach(), gen.mapping.finish(gen.mapping.net(rows).reshape(-1)), rtol=0,
+                                   atol=1e-12)
     for a, b in zip(g_chunk, g_one):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
@@ -143,23 +148,32 @@ def _generator(n, m, mapping, chunk_rows):
                            sizes=[m], **kw), probs
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 32])  # None: one pass; 32: 2^5-row chunks, the last one partial
+@pytest.fixture
+def mlp_rows_calls(monkeypatch):
+    """Counts the generator's uses of the hand-written chunked MLP (``_MLPRows``)."""
+    from qtrain import generator
+
+    calls = []
+    apply = generator._MLPRows.apply
+    monkeypatch.setattr(generator._MLPRows, "apply", lambda *a: calls.append(1) or apply(*a))
+    return calls
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 32])  # None: one pass (autograd); 32: 2^5-row chunks, the last partial
 @pytest.mark.parametrize("outputs,output_bias", [(1, True), (1, False), (3, False)])
 @pytest.mark.parametrize("activation", ["gelu", "relu", "silu", "tanh", "gelu-tanh"])
 def test_hand_written_mlp_backward_equals_autograd_over_the_concatenated_rows(activation, outputs, output_bias,
-                                                                              chunk_rows):
+                                                                              chunk_rows, mlp_rows_calls):
     n, m = 9, 300 if outputs == 1 else 290  # R = 300 / 97 rows of 2^9
     mapping = MappingModel(n + 1, (6, 5), n_outputs=outputs, activation=activation.split("-")[0], center=True,
                            output_bias=output_bias, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     if activation == "gelu-tanh":
         mapping.net[1].approximate = mapping.net[3].approximate = "tanh"
     gen, probs = _generator(n, m, mapping, chunk_rows)
-    from qtrain.generator import _MLPSpec
-
-    assert _MLPSpec.of(mapping.net, n_qubits=n, n_rows=gen.n_rows, low=5, chunk_rows=32) is not None
     probe = torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     wrt = [probs, *mapping.parameters()]
     got = gen()
+    assert len(mlp_rows_calls) == (chunk_rows is not None)
     g_got = torch.autograd.grad(got @ probe, wrt)
     x = gen.transform(probs)  # the reference: autograd through the layers over the explicit [bits, x] rows
     rows = torch.cat([bit_features(n, gen.n_rows, dtype=torch.float64), x[:, None]], 1)
@@ -175,14 +189,50 @@ def test_hand_written_mlp_backward_equals_autograd_over_the_concatenated_rows(ac
 def test_hand_written_mlp_is_used_only_for_plain_sequential_mappings():
     from qtrain.generator import _MLPSpec
 
-    kw = {"n_qubits": 3, "n_rows": 8, "low": 3, "chunk_rows": 8}
+    kw = {"n_qubits": 3, "n_rows": 8, "low": 2}
     assert _MLPSpec.of(MappingModel(4, (5,), activation="gelu").net, **kw) is not None
-    hooked = MappingModel(4, (5,), activation="gelu")
-    seen = []
-    hooked.net[1].register_forward_hook(lambda *a: seen.append(1))
-    assert _MLPSpec.of(hooked.net, **kw) is None  # a hook must still run: autograd evaluates it as it is
     odd = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 1))
     assert _MLPSpec.of(odd, **kw) is None
-    gen, _ = _generator(3, 8, hooked, 4)  # two chunks
-    gen().sum().backward()
-    assert seen
+    assert _MLPSpec.of(torch.nn.Sequential(), **kw) is None
+
+
+@pytest.mark.parametrize("activation", ["gelu", "none"])  # none: the collapsed affine map
+@pytest.mark.parametrize("chunk_rows", [None, 4])  # one pass; two chunks of 4 rows
+@pytest.mark.parametrize("hook", ["forward", "backward", "global", "subclass"])
+def test_mappings_with_hooks_or_linear_subclasses_run_as_they_are(hook, chunk_rows, activation, mlp_rows_calls):
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    mapping = MappingModel(4, (5,), activation=activation, center=False, dtype=torch.float64)
+    seen = []
+    if hook == "forward":  # a hook that changes the output must change the weights
+        mapping.net[0].register_forward_hook(lambda mod, args, out: seen.append(1) or 2 * out)
+    elif hook == "backward":
+        mapping.net[0].register_full_backward_hook(lambda *a: seen.append(1))
+    elif hook == "subclass":
+        last = mapping.net[-1]
+        mapping.net[-1] = Scaled(last.in_features, last.out_features, dtype=torch.float64)
+        mapping.net[-1].load_state_dict(last.state_dict())
+    gen, probs = _generator(3, 8, mapping, chunk_rows)
+    x = gen.transform(probs)
+    rows = torch.cat([bit_features(3, 8, dtype=torch.float64), x[:, None]], 1)
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: seen.append(1)) if hook == "global" else None
+    try:
+        want = mapping.rows(rows.detach()).reshape(-1)
+        seen.clear()
+        got = gen()
+        got.sum().backward()
+    finally:
+        if handle is not None:
+            handle.remove()
+    torch.testing.assert_close(got.detach(), want.detach(), rtol=0, atol=1e-12)
+    assert seen or hook == "subclass"
+    assert not mlp_rows_calls
+
+
+def test_second_derivatives_through_the_chunked_mapping_are_refused():
+    mapping = MappingModel(4, (5,), activation="gelu", dtype=torch.float64)
+    gen, probs = _generator(3, 8, mapping, 4)
+    with pytest.raises(RuntimeError, match="second derivatives through the chunked mapping"):
+        torch.autograd.grad(gen().pow(2).sum(), probs, create_graph=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .mapping import MappingModel, ProbabilityTransform, bit_features
+from .mapping import MappingModel, ProbabilityTransform, bit_features, plain_modules
 
 __all__ = ["CHUNK_ROWS", "WeightGenerator"]
 
@@ -106,12 +106,12 @@ class WeightGenerator(nn.Module):
             # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
             affine = self.mapping.as_affine()
             aligned = self.chunk_rows & (self.chunk_rows - 1) == 0  # a power of two
+            low = self.chunk_rows.bit_length() - 1
+            spec = _MLPSpec.of(self.mapping.net, n_qubits=self.n_qubits, n_rows=self.n_rows, low=low) if aligned else None
             if affine is not None and aligned:
                 out = self._affine_all(x, *affine)
-            elif aligned and (spec := _MLPSpec.of(self.mapping.net, n_qubits=self.n_qubits, n_rows=self.n_rows,
-                                                   low=self.chunk_rows.bit_length() - 1,
-                                                   chunk_rows=self.chunk_rows)) is not None:
-                out = spec.run(x, bit_features(spec.low, 2**spec.low, dtype=spec.dtype, device=x.device))
+            elif spec is not None:
+                out = spec.run(x, bit_features(low, 2**low, dtype=spec.dtype, device=x.device))
             else:
                 out = torch.cat([self._chunk(x, lo, affine) for lo in range(0, self.n_rows, self.chunk_rows)])
         w = self.mapping.finish(out.reshape(-1)[: self.n_generated])  # the last row's surplus is dropped
@@ -164,9 +164,19 @@ class WeightGenerator(nn.Module):
         rows = (hi_part.unsqueeze(1) + lo_part.unsqueeze(0)).reshape(-1, weight.shape[0])[: self.n_rows]
         return rows + x.to(weight.dtype).unsqueeze(1) * weight[:, -1]
 
-    def _affine_rows(self, part: Tensor, lo: int, weight: Tensor, bias: Tensor, *, bits: Tensor | None = None) -> Tensor:
+    def _affine_rows(self, part: Tensor, lo: int, weight: Tensor, bias: Tensor, *,
+                     bits: Tensor | None = None) -> Tensor:
         base = torch.addcmul(bias, part.to(weight.dtype).unsqueeze(1), weight[:, -1])  # (K, C)
-        return torch.addmm(base, self._bits(part, lo, weight.dtype) if bits is None else bits, weight[:, :-1].T)
+        bits = self._bits(part, lo, weight.dtype) if bits is None else bits
+        return torch.addmm(base, bits, weight[:, :-1].T)
+
+
+def _first_derivatives_only() -> None:
+    """The chunked mapping's backward passes compute first derivatives only: refuse a
+    ``create_graph=True`` backward instead of returning second derivatives that miss terms."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("second derivatives through the chunked mapping are not supported (the generator has "
+                           "more rows than `chunk_rows`); raise `generator.chunk_rows` above the row count for one pass")
 
 
 class _Recompute(torch.autograd.Function):
@@ -187,6 +197,7 @@ class _Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _first_derivatives_only()
         part, *params = ctx.saved_tensors
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(need) for t, need in zip([part, *params], ctx.needs_input_grad[2:])]
@@ -198,8 +209,6 @@ class _Recompute(torch.autograd.Function):
 
 def _act_kind(module: nn.Module) -> tuple[str, str] | None:
     """``(kind, gelu approximation)`` of an activation the hand-written backward knows."""
-    if module._forward_hooks or module._forward_pre_hooks:
-        return None
     if type(module) is nn.GELU:
         return "gelu", module.approximate
     for kind, cls in (("relu", nn.ReLU), ("silu", nn.SiLU), ("tanh", nn.Tanh)):
@@ -233,28 +242,29 @@ class _MLPSpec:
 
     Row ``r = (hi, lo)`` splits its N bits into the high ``N - low`` and the low ``low``:
     the first layer is ``lo_part[lo] + hi_part[hi] + b + x_r w_x`` with ``lo_part`` one
-    ``(2^low, H)`` table for every chunk of ``chunk_rows = 2^low`` rows, so no bit table
-    of R rows exists. The backward recomputes each chunk's activations.
+    ``(2^low, H)`` table for every chunk of ``2^low`` rows, so no bit table of R rows
+    exists. The backward recomputes each chunk's activations. First derivatives only.
     """
 
-    def __init__(self, linears: list[nn.Linear], acts: list, *, n_qubits: int, n_rows: int, low: int,
-                 chunk_rows: int) -> None:
+    def __init__(self, linears: list[nn.Linear], acts: list, *, n_qubits: int, n_rows: int, low: int) -> None:
+        if not 0 <= low <= n_qubits:
+            raise ValueError(f"`low` must be in [0, {n_qubits}], got {low}")
         self.linears, self.acts = linears, acts
-        self.n_qubits, self.n_rows = n_qubits, n_rows
-        self.low = min(low, n_qubits)
-        self.chunk_rows = chunk_rows
+        self.n_qubits, self.n_rows, self.low = n_qubits, n_rows, low
+        self.chunk_rows = 2**low
         self.dtype = linears[0].weight.dtype
 
     @classmethod
     def of(cls, net: nn.Module, **kw) -> _MLPSpec | None:
         """The spec of ``net``, or ``None`` when it is not a plain ``nn.Sequential`` of
-        ``nn.Linear`` s and known activations (then autograd evaluates it as it is)."""
-        if type(net) is not nn.Sequential or net._forward_hooks or net._forward_pre_hooks:
+        ``nn.Linear`` s and known activations without hooks (then autograd evaluates it as
+        it is)."""
+        if type(net) is not nn.Sequential or len(net) == 0 or not plain_modules(net):
             return None
         mods, linears, acts = list(net), [], []
         while mods:
             lin = mods.pop(0)
-            if type(lin) is not nn.Linear or lin._forward_hooks or lin._forward_pre_hooks:
+            if type(lin) is not nn.Linear:
                 return None
             act = None
             if mods and type(mods[0]) is not nn.Linear:
@@ -293,7 +303,7 @@ class _MLPSpec:
 
     def forward(self, lo_bits: Tensor, x: Tensor, layers) -> Tensor:
         """``(R, C)`` outputs."""
-        w0, b0 = layers[0]
+        w0 = layers[0][0]
         lo_part = lo_bits @ w0[:, self.n_qubits - self.low : self.n_qubits].T
         out = torch.empty(self.n_rows, layers[-1][0].shape[0], dtype=self.dtype, device=x.device)
         for lo, k in self.chunks():
@@ -324,13 +334,18 @@ class _MLPRows(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
+        _first_derivatives_only()
+        with torch.no_grad():
+            return _MLPRows._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
         spec = ctx.spec
         lo_bits, x, *params = ctx.saved_tensors
         layers = spec.unpack(params)
         n, low = spec.n_qubits, spec.low
-        w0, b0 = layers[0]
+        w0 = layers[0][0]
         lo_part = lo_bits @ w0[:, n - low : n].T
         g_layers = [(torch.zeros_like(w), None if b is None else torch.zeros_like(b)) for w, b in layers]
         g_lo = torch.zeros_like(lo_part)
@@ -340,7 +355,7 @@ class _MLPRows(torch.autograd.Function):
             g = grad[lo : lo + k]
             pairs = spec.layers(lo_part, x, layers, lo, k)[1]
             for i in range(len(layers) - 1, 0, -1):  # g: dL/d(layer i's output)
-                (w, b), (gw, gb), (h, a) = layers[i], g_layers[i], pairs[i - 1]
+                w, (gw, gb), (h, a) = layers[i][0], g_layers[i], pairs[i - 1]
                 gw.addmm_(g.T, a)
                 if gb is not None:
                     gb += g.sum(0)

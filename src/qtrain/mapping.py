@@ -32,6 +32,19 @@ ACTIVATIONS: dict[str, type[nn.Module] | None] = {
 """Activations the mapping MLP accepts, by name (``"none"``: no activation)."""
 
 
+def plain_modules(*modules: nn.Module) -> bool:
+    """True when every module (and its children) has no hooks of any kind and no global
+    module hooks are registered: a hand-written evaluation of these modules then computes
+    exactly what calling them would."""
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks or _m._global_backward_hooks or getattr(
+            _m, "_global_backward_pre_hooks", None):
+        return False
+    return not any(sub._forward_hooks or sub._forward_pre_hooks or sub._backward_hooks or sub._backward_pre_hooks
+                   for mod in modules for sub in mod.modules())
+
+
 def bit_features(
     n_qubits: int, count: int, *, start: int = 0, dtype: torch.dtype = torch.float32, device=None
 ) -> Tensor:
@@ -171,7 +184,8 @@ class MappingModel(nn.Module):
     def as_affine(self) -> tuple[Tensor, Tensor] | None:
         """With no activation the MLP is one affine map ``row -> row @ weight.T + bias``:
         ``(weight (n_outputs, n_inputs), bias (n_outputs,))``, differentiable in the
-        layers' parameters; ``None`` when there is an activation.
+        layers' parameters; ``None`` when there is an activation, a layer that is not a
+        plain ``nn.Linear``, or a hook (then the layers must run as they are).
 
         >>> g = MappingModel(3, hidden=(4, 5), activation="none")
         >>> weight, bias = g.as_affine()
@@ -179,7 +193,7 @@ class MappingModel(nn.Module):
         >>> torch.allclose(rows @ weight.T + bias, g.rows(rows), atol=1e-6)
         True
         """
-        if any(not isinstance(layer, nn.Linear) for layer in self.net):
+        if any(type(layer) is not nn.Linear for layer in self.net) or not plain_modules(self, self.net):
             return None
         weight, bias = None, None
         for layer in self.net:  # compose x -> W x + b, first layer first

@@ -606,18 +606,17 @@ _GRAD_CHUNK = 2**17  # elements per partial product of a block gradient (stays i
 def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     """``sum over the other wires of lam psi^H`` -> ``(2^g, 2^g)`` (lam, psi flat).
 
-    One GEMM over the whole state when the window is the first wires; otherwise a sum of
-    GEMMs over chunks of the leading wires, each chunk's ``(2^g, rest)`` operands
-    transposed in cache (a strided batched product, or one transposed copy of the whole
-    state, is several times slower, and a lazily conjugated complex operand would be
-    materialised whole)."""
+    One GEMM over the whole state when the window is the first wires. A real middle
+    window: ``(2^g, b) x (b, 2^g)`` products batched over slabs of the leading wires, each
+    slab's partials summed right away. Otherwise (the last wires, or complex states, where
+    a conjugated batched operand would be materialised whole) a sum of GEMMs over chunks
+    of the leading wires, each chunk's ``(2^g, rest)`` operands transposed in cache."""
     a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
     lv, pv = lam.view(a, d, b), psi.view(a, d, b).conj()
     if a == 1:
         return lv.view(d, b) @ pv.view(d, b).mT
     if b > 1 and not lam.is_complex():
-        # a middle window, real: (d, b) x (b, d) products batched over slabs of the leading
-        # wires, each slab's (rows, d, d) partials summed in cache; no transposed copies
+        # no transposed copies; with one thread a slab's (rows, d, d) partials stay in cache
         # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13)
         rows = max(1, _GRAD_CHUNK // (d * d))
         if torch.get_num_threads() > 1:
