@@ -271,3 +271,17 @@ def test_interleaved_forwards_and_repeated_backwards_agree(method):
     t3 = theta2.detach().clone().requires_grad_()
     (torch.func.functional_call(ref, {"weights": t3}, ()) @ proj).backward()
     torch.testing.assert_close(theta2.grad, t3.grad, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("n", [4, 15])  # the stored backward, the adjoint one
+def test_higher_order_derivatives_are_refused_by_the_fast_path_and_given_by_the_reference(n):
+    fast = QNN(n, 1, "ry-cnot-ring", seed=0, dtype=torch.float64)
+    (g,) = torch.autograd.grad(fast().pow(2).sum(), fast.weights)  # first derivatives: fine
+    assert torch.isfinite(g).all()
+    with pytest.raises(RuntimeError, match="first derivatives only; build the QNN with method='autograd'"):
+        torch.autograd.grad(fast().pow(2).sum(), fast.weights, create_graph=True)
+    if n <= 4:
+        ref = QNN(n, 1, "ry-cnot-ring", seed=0, dtype=torch.float64, method="autograd")
+        (g2,) = torch.autograd.grad(ref().pow(2).sum(), ref.weights, create_graph=True)
+        torch.testing.assert_close(g2, g)
+        assert torch.autograd.grad(g2.sum(), ref.weights)[0].abs().sum() > 0

@@ -744,6 +744,14 @@ def _probs(psi: Tensor) -> Tensor:
     return torch.view_as_real(psi).square().sum(-1) if psi.is_complex() else psi.square()
 
 
+def _first_derivatives_only() -> None:
+    """The hand-written backwards compute first derivatives only: refuse a
+    ``create_graph=True`` backward with a clear message."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("the fast simulator's backward gives first derivatives only; build the QNN with "
+                           "method='autograd' for higher-order derivatives")
+
+
 class _AdjointProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prog: FastProgram, *mats: Tensor) -> Tensor:
@@ -760,6 +768,7 @@ class _AdjointProbs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
+        _first_derivatives_only()
         prog: FastProgram = ctx.prog
         mats = ctx.saved_tensors
         n = prog.n_qubits
@@ -918,6 +927,7 @@ class _StoredProbs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
+        _first_derivatives_only()
         prog, plan = ctx.prog, ctx.plan
         mats = ctx.saved_tensors
         n = prog.n_qubits
