@@ -82,11 +82,16 @@ def test_chunked_generation_equals_one_pass_in_values_and_gradients(activation):
     gen.chunk_rows = 100  # 4 chunks, the last one partial
     w_chunk = gen()
     g_chunk = torch.autograd.grad(w_chunk.pow(3).sum(), params)
-    torch.testing.assert_close(w_chunk, w_one, rtol=0, atol=1e-12)
-    for a, b in zip(g_chunk, g_one):
+    _assert_same_generation(gen, w_chunk, g_chunk, w_one, g_one)
+
+
+def _assert_same_generation(gen, got, g_got, want, g_want):
+    """Values (also under no_grad) to 1e-12 and gradients to 1e-10, float64."""
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     with torch.no_grad():
-        torch.testing.assert_close(gen(), w_one.detach(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(gen(), want.detach(), rtol=0, atol=1e-12)
 
 
 def test_chunked_generation_keeps_no_bit_table_and_recomputes_activations():
@@ -179,11 +184,7 @@ def test_hand_written_mlp_backward_equals_autograd_over_the_concatenated_rows(ac
     rows = torch.cat([bit_features(n, gen.n_rows, dtype=torch.float64), x[:, None]], 1)
     want = mapping.finish(mapping.rows(rows).reshape(-1)[:m])
     g_want = torch.autograd.grad(want @ probe, wrt)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    with torch.no_grad():
-        torch.testing.assert_close(gen(), want.detach(), rtol=0, atol=1e-12)
+    _assert_same_generation(gen, got, g_got, want, g_want)
 
 
 def test_hand_written_mlp_is_used_only_for_plain_sequential_mappings():
