@@ -322,9 +322,9 @@ class _MLPSpec:
 
 class _MLPRows(torch.autograd.Function):
     """:class:`_MLPSpec`'s MLP with a hand-written backward: each chunk's activations are
-    recomputed and its parameter gradients accumulate in place,
-    with aten's own activation derivatives; the first layer's bit columns get theirs from
-    the two bit tables (``g^T lo_bits`` and the per-chunk row sums against the high bits)."""
+    recomputed and its parameter gradients accumulate in place, with aten's own activation
+    derivatives; the first layer's bit columns get theirs from the two bit tables
+    (``g^T lo_bits`` and the per-chunk row sums against the high bits)."""
 
     @staticmethod
     def forward(ctx, spec: _MLPSpec, lo_bits: Tensor, x: Tensor, *params: Tensor) -> Tensor:
