@@ -41,3 +41,23 @@ def test_shots_and_parameter_shift_run_on_cuda():
     assert p.is_cuda and abs(float(p.sum()) - 1) < 1e-9
     (p @ torch.arange(16.0, dtype=torch.float64, device="cuda")).backward()
     assert qnn.weights.grad.is_cuda
+
+
+@pytest.mark.parametrize("mapping", ["mlp", "paper"])  # the hand-written chunked MLP; the two bit tables
+def test_chunked_generation_on_cuda_matches_cpu(mapping):
+    gens = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(20, 14), torch.nn.Linear(14, 5))  # M = 369, N = 9
+        qt = QuantumTrain(net, QTConfig(depth=2, mapping=mapping, dtype="float64", seed=3, device=device))
+        qt.generator.chunk_rows = 64  # six chunks, the last partial
+        gens.append(qt.generator)
+    probe = torch.linspace(-1, 1, 369, dtype=torch.float64)
+    out = []
+    for gen in gens:
+        w = gen()
+        params = [p for p in gen.parameters() if p.requires_grad]
+        out.append((w.detach().cpu(), [g.cpu() for g in torch.autograd.grad(w @ probe.to(w.device), params)]))
+    torch.testing.assert_close(out[1][0], out[0][0], atol=1e-12, rtol=0)
+    for a, b in zip(out[1][1], out[0][1]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
