@@ -193,7 +193,7 @@ class MappingModel(nn.Module):
         >>> torch.allclose(rows @ weight.T + bias, g.rows(rows), atol=1e-6)
         True
         """
-        if any(type(layer) is not nn.Linear for layer in self.net) or not plain_modules(self, self.net):
+        if any(type(layer) is not nn.Linear for layer in self.net) or not plain_modules(self):
             return None
         weight, bias = None, None
         for layer in self.net:  # compose x -> W x + b, first layer first
