@@ -109,7 +109,8 @@ class QNN(nn.Module):
         method: ``"adjoint"`` (default: fused gate blocks and a hand-written backward
             that un-computes the states, O(2^N) memory) or ``"autograd"`` (the simple
             reference simulator; keeps every intermediate state). Both give the same
-            probabilities and gradients to round-off.
+            probabilities and gradients to round-off; only ``"autograd"`` differentiates
+            twice (``create_graph=True``).
         shots: ``None`` (exact) or the number of measurement shots each execution is
             estimated from (multinomial; seeded by ``sample_seed``; the sampler's state is
             the saved buffer ``sampler_state``, so resumed training draws the same stream).
