@@ -107,7 +107,8 @@ class WeightGenerator(nn.Module):
             affine = self.mapping.as_affine()
             aligned = self.chunk_rows & (self.chunk_rows - 1) == 0  # a power of two
             low = self.chunk_rows.bit_length() - 1
-            spec = _MLPSpec.of(self.mapping.net, n_qubits=self.n_qubits, n_rows=self.n_rows, low=low) if aligned else None
+            spec = None if affine is not None or not aligned else _MLPSpec.of(
+                self.mapping.net, n_qubits=self.n_qubits, n_rows=self.n_rows, low=low)
             if affine is not None and aligned:
                 out = self._affine_all(x, *affine)
             elif spec is not None:
