@@ -7,6 +7,7 @@ machine the minimum is the better estimate of the undisturbed time).
     PYTHONPATH=src python benchmarks/bench_circuits.py                 # N = 10..24, L = 16
     PYTHONPATH=src python benchmarks/bench_circuits.py --n 13 --depth 10 --ansatz ry-cnot-ring u3-cu3-ring
     PYTHONPATH=src python benchmarks/bench_circuits.py --n 16 18 20 22 24 26 --depth 10 --pennylane-max 0 --autograd-max 0
+    PYTHONPATH=src python benchmarks/bench_circuits.py --device cuda --n 16 20 24 26 --depth 10 --pennylane-max 0
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import statistics
 
 import torch
 
-from _common import machine, ms, timeit
+from _common import device_of, machine, ms, timeit
 from qtrain.circuits import QNN
 
 try:
@@ -64,12 +65,14 @@ def main() -> None:
     ap.add_argument("--pennylane-max", type=int, default=16, help="largest N for PennyLane")
     ap.add_argument("--interleave", type=int, default=0,
                     help="also alternate this many (best-of-3 fast, one PennyLane) pairs and report their ratios")
+    ap.add_argument("--device", default="cpu", help="torch device of qtrain's simulators (PennyLane stays on the CPU)")
     ap.add_argument("--threads", type=int, default=1,
                     help="intra-op threads (2-thread runs of many small ops were erratic on the 2-core test VM)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    dev = device_of(a.device)
     print(machine())
-    print(f"probabilities forward+backward, float32, L = {a.depth}; times in ms (median / min)")
+    print(f"probabilities forward+backward, float32, L = {a.depth}, qtrain on {dev}; times in ms (median / min)")
     print(f"{'ansatz':14} {'N':>3} {'fast':>19} {'autograd':>19} {'pennylane':>19} {'ag/fast':>15} {'pl/fast':>15}")
     interleaved: list[str] = []
     for ansatz in a.ansatz:
@@ -79,14 +82,14 @@ def main() -> None:
             for method in ("adjoint", "autograd"):
                 if method == "autograd" and n > a.autograd_max:
                     continue
-                qnn = QNN(n, a.depth, ansatz, method=method, seed=0, check_memory=False)
-                proj = torch.randn(2**n, generator=torch.Generator().manual_seed(0))
+                qnn = QNN(n, a.depth, ansatz, method=method, seed=0, check_memory=False, device=dev)
+                proj = torch.randn(2**n, generator=torch.Generator().manual_seed(0)).to(dev)
 
                 def step():
                     qnn.weights.grad = None
                     (qnn() @ proj).backward()
 
-                row[method] = timeit(step, reps, warmup=1)
+                row[method] = timeit(step, reps, warmup=1, device=dev)
                 del qnn
             if qml is not None and n <= a.pennylane_max:
                 circuit = pennylane_fn(ansatz, n, a.depth)
@@ -102,8 +105,8 @@ def main() -> None:
 
                 row["pennylane"] = timeit(pl_step, max(3, reps // 3), warmup=1)
                 if a.interleave:  # fast and PennyLane alternate, so both see the same machine
-                    qnn = QNN(n, a.depth, ansatz, seed=0, check_memory=False)
-                    fproj = proj.to(torch.float32)
+                    qnn = QNN(n, a.depth, ansatz, seed=0, check_memory=False, device=dev)
+                    fproj = proj.to(torch.float32).to(dev)
 
                     def fast_step():
                         qnn.weights.grad = None
@@ -111,7 +114,7 @@ def main() -> None:
 
                     pairs = []
                     for _ in range(a.interleave):
-                        tf = min(timeit(fast_step, 3, warmup=0))  # best of 3 short calls
+                        tf = min(timeit(fast_step, 3, warmup=0, device=dev))  # best of 3 short calls
                         tp = timeit(pl_step, 1, warmup=0)[0]
                         pairs.append((tf, tp))
                     tfs, tps = [p[0] for p in pairs], [p[1] for p in pairs]

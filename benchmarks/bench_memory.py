@@ -6,6 +6,7 @@ configuration in a fresh subprocess: the process's peak RSS (``VmHWM``, reset th
 parent's peak there, which added a constant ~130 MiB to every earlier measurement.)
 
     PYTHONPATH=src python benchmarks/bench_memory.py --n 16 18 20 22 24 --depth 10
+    PYTHONPATH=src python benchmarks/bench_memory.py --device cuda --n 22 24 26 --depth 10   # + CUDA max allocated
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[5]))
 from qtrain.circuits import QNN
-n, depth, ansatz, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+n, depth, ansatz, what, dev = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], torch.device(sys.argv[6])
+cuda = dev.type == "cuda"
+if cuda:  # context and allocator set up before the baselines
+    torch.ones(1, device=dev).sum().item()
+    torch.cuda.reset_peak_memory_stats(dev)
+    cuda_base = torch.cuda.memory_allocated(dev)
 def status(key):  # bytes
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
@@ -37,26 +43,31 @@ if what == "generator":
     from qtrain.mapping import MappingModel, ProbabilityTransform
     from qtrain.generator import WeightGenerator
     m = 2**n
-    qnn = QNN(n, depth, ansatz, seed=0, check_memory=False)
-    gen = WeightGenerator(qnn, ProbabilityTransform(n, m), MappingModel(n + 1, (32, 32), activation="gelu", center=True), n_qubits=n, sizes=[m])
+    qnn = QNN(n, depth, ansatz, seed=0, check_memory=False, device=dev)
+    gen = WeightGenerator(qnn, ProbabilityTransform(n, m), MappingModel(n + 1, (32, 32), activation="gelu", center=True), n_qubits=n, sizes=[m]).to(dev)
     built = time.perf_counter()
     w = gen()
-    (w @ torch.linspace(-1, 1, m)).backward()
+    (w @ torch.linspace(-1, 1, m, device=dev)).backward()
 else:
-    qnn = QNN(n, depth, ansatz, method=what, seed=0, check_memory=False)
+    qnn = QNN(n, depth, ansatz, method=what, seed=0, check_memory=False, device=dev)
     built = time.perf_counter()
     p = qnn()
-    (p @ torch.linspace(-1, 1, 2**n)).backward()
+    (p @ torch.linspace(-1, 1, 2**n, device=dev)).backward()
+if cuda:
+    torch.cuda.synchronize(dev)
 done = time.perf_counter()
 peak = status("VmHWM")
-print(json.dumps({"extra_mib": (peak - base) / 2**20, "build_s": built - t0, "fwd_bwd_s": done - built}))
+out = {"extra_mib": (peak - base) / 2**20, "build_s": built - t0, "fwd_bwd_s": done - built}
+if cuda:
+    out["cuda_extra_mib"] = (torch.cuda.max_memory_allocated(dev) - cuda_base) / 2**20
+print(json.dumps(out))
 """
 
 
-def measure(n: int, depth: int, ansatz: str, what: str, threads: int) -> dict:
+def measure(n: int, depth: int, ansatz: str, what: str, threads: int, device: str = "cpu") -> dict:
     env = dict(os.environ)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(n), str(depth), ansatz, what, str(threads)],
+        [sys.executable, "-c", CHILD, str(n), str(depth), ansatz, what, str(threads), device],
         capture_output=True, text=True, env=env, timeout=1800,
     )
     if out.returncode != 0:
@@ -71,24 +82,29 @@ def main() -> None:
     ap.add_argument("--ansatz", nargs="+", default=["ry-cnot-ring", "u3-cu3-ring"])
     ap.add_argument("--what", nargs="+", default=["adjoint"], help="adjoint, autograd and/or generator")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device; on CUDA the peak allocated is reported too")
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
     import torch
 
     torch.set_num_threads(a.threads)  # reported by machine(); each child sets its own
-    from _common import machine
+    from _common import device_of, machine
 
+    device_of(a.device)
     print(machine())
-    print(f"peak extra RSS of build + one forward+backward (fresh process each), L = {a.depth}, float32")
-    print(f"{'ansatz':14} {'what':10} {'N':>3} {'extra MiB':>10} {'build s':>8} {'fwd+bwd s':>10}")
+    print(f"peak extra RSS of build + one forward+backward (fresh process each), L = {a.depth}, float32, {a.device}")
+    cuda_col = f" {'CUDA MiB':>9}" if a.device.startswith("cuda") else ""
+    print(f"{'ansatz':14} {'what':10} {'N':>3} {'extra MiB':>10} {'build s':>8} {'fwd+bwd s':>10}{cuda_col}")
     for ansatz in a.ansatz:
         for what in a.what:
             for n in a.n:
-                r = measure(n, a.depth, ansatz, what, a.threads)
+                r = measure(n, a.depth, ansatz, what, a.threads, a.device)
                 if "error" in r:
                     print(f"{ansatz:14} {what:10} {n:3d} failed: {r['error']}", flush=True)
                 else:
-                    print(f"{ansatz:14} {what:10} {n:3d} {r['extra_mib']:10.1f} {r['build_s']:8.3f} {r['fwd_bwd_s']:10.3f}", flush=True)
+                    cuda = f" {r['cuda_extra_mib']:9.1f}" if "cuda_extra_mib" in r else ""
+                    print(f"{ansatz:14} {what:10} {n:3d} {r['extra_mib']:10.1f} {r['build_s']:8.3f} {r['fwd_bwd_s']:10.3f}"
+                          f"{cuda}", flush=True)
 
 
 if __name__ == "__main__":
