@@ -1,6 +1,6 @@
 """qtrain's fast path against the fastest PennyLane routes to the gradient of the
 probabilities at large N (ry-cnot-ring, L = 10 by default), each configuration in a fresh
-subprocess: median time and peak extra RSS of one probabilities forward + one
+subprocess with ``--threads`` threads (torch's and lightning's OpenMP alike): median time and peak extra RSS of one probabilities forward + one
 vector-Jacobian product (what a training step needs) with the cotangent ``probe``.
 
 Routes:
@@ -34,9 +34,9 @@ from _common import machine
 CHILD = r"""
 import json, statistics, sys, time
 import numpy as np
-route, n, depth, repeats, check, f64 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6] == "1"
+route, n, depth, repeats, check, f64, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6] == "1", int(sys.argv[7])
 import torch
-torch.set_num_threads(1)
+torch.set_num_threads(threads)
 def rss_peak():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
@@ -122,14 +122,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backprop-max", type=int, default=20, help="largest N for default.qubit backprop (RAM)")
     ap.add_argument("--float64", action="store_true", help="qtrain in float64 (PennyLane always is)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads of every route (torch intra-op threads and OMP_NUM_THREADS for lightning)")
     a = ap.parse_args()
     import torch
 
-    torch.set_num_threads(1)  # (for the line below; every configuration runs in its own 1-thread process)
+    torch.set_num_threads(a.threads)  # (for the line below; every configuration runs in its own process)
     print(machine())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, ["src", os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
-    print(f"ry-cnot-ring, L = {a.depth}, probabilities forward + one VJP, 1 thread; median s (min) / peak extra MiB")
+           "OMP_NUM_THREADS": str(a.threads)}
+    print(f"ry-cnot-ring, L = {a.depth}, probabilities forward + one VJP, {a.threads} thread(s); median s (min) / peak extra MiB")
     print("| N | " + " | ".join(ROUTES) + " | lightning / qtrain | lightning c64 / qtrain | backprop / qtrain |")
     print("|---|" + "---|" * (len(ROUTES) + 3))
     grads = {}
@@ -139,7 +141,7 @@ def main() -> None:
             if route == "pl-backprop" and n > a.backprop_max:
                 continue
             argv = [sys.executable, "-c", CHILD, route, str(n), str(a.depth), str(a.repeats), str(int(i == 0)),
-                    str(int(a.float64))]
+                    str(int(a.float64)), str(a.threads)]
             out = subprocess.run(argv, capture_output=True, text=True, env=env)
             if out.returncode:
                 res[route] = None

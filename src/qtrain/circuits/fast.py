@@ -601,23 +601,27 @@ def _block_out(x: Tensor, u: Tensor, n: int, lo: int, g: int) -> Tensor:
 
 
 _GRAD_CHUNK = 2**17  # elements per partial product of a block gradient (stays in cache)
+_COMPLEX_SLABS = 64  # complex middle windows with at least this many leading slabs use slab products
 
 
 def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     """``sum over the other wires of lam psi^H`` -> ``(2^g, 2^g)`` (lam, psi flat).
 
-    One GEMM over the whole state when the window is the first wires. A real middle
-    window: ``(2^g, b) x (b, 2^g)`` products batched over slabs of the leading wires, each
-    slab's partials summed right away. Otherwise (the last wires, or complex states, where
-    a conjugated batched operand would be materialised whole) a sum of GEMMs over chunks
-    of the leading wires, each chunk's ``(2^g, rest)`` operands transposed in cache."""
+    One GEMM over the whole state when the window is the first wires. A middle window
+    (real, or complex with at least 64 slabs): ``(2^g, b) x (b, 2^g)`` products batched over
+    slabs of the leading wires, each slab's partials summed right away. Otherwise (the last
+    wires, or complex states with few leading slabs, where a conjugated batched operand
+    would be materialised in large pieces) a sum of GEMMs over chunks of the leading wires,
+    each chunk's ``(2^g, rest)`` operands transposed in cache."""
     a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
     lv, pv = lam.view(a, d, b), psi.view(a, d, b).conj()
     if a == 1:
         return lv.view(d, b) @ pv.view(d, b).mT
-    if b > 1 and not lam.is_complex():
+    if b > 1 and (not lam.is_complex() or a >= _COMPLEX_SLABS):
         # no transposed copies; with one thread a slab's (rows, d, d) partials stay in cache
-        # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13)
+        # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13). Complex:
+        # each slab's conjugate is resolved in cache, worth it from 64 slabs on (N = 22, g = 4:
+        # 14-21 ms instead of 18-29 ms for lo = 6..15; 24 instead of 9 ms at lo = 3)
         rows = max(1, _GRAD_CHUNK // (d * d))
         if torch.get_num_threads() > 1:
             rows = max(rows, a // 4)
@@ -651,9 +655,16 @@ def _ctrl_view(x: Tensor, n: int, c: int, t: int) -> tuple[Tensor, str]:
 
 
 def _apply_ctrl(x: Tensor, u: Tensor, n: int, c: int, t: int) -> None:
-    """In place: ``u`` on the target wherever the control reads 1."""
+    """In place: ``u`` on the target wherever the control reads 1, as multiply-adds of the two
+    (strided) target halves: a product would read them through copies (einsum's permuted
+    copies cost ~30% more time and two half-states of memory at N = 22)."""
     v, sub = _ctrl_view(x, n, c, t)
-    v.copy_(torch.einsum(f"ij,{sub}->{sub.replace('j', 'i')}", u, v))
+    axis = sub.index("j")
+    v0, v1 = v.select(axis, 0), v.select(axis, 1)
+    u00, u01, u10, u11 = u.reshape(4).unbind()
+    new1 = torch.mul(v0, u10).addcmul_(v1, u11)
+    v0.mul_(u00).addcmul_(v1, u01)
+    v1.copy_(new1)
 
 
 def _apply_fixed2(x: Tensor, kind: str, n: int, c: int, t: int) -> None:
@@ -795,11 +806,12 @@ class _AdjointProbs(torch.autograd.Function):
             elif isinstance(s, _Fixed2):
                 _apply_fixed2(x, s.kind, n, s.control, s.target)  # its own inverse
             else:
-                lam_after = _ctrl_view(x[1:], n, s.control, s.target)[0].clone() if grads[s.tid] is not None else None
+                if grads[s.tid] is not None:  # lam_after psi_before^H = (lam_after psi_after^H) u: no copy of lambda
+                    lam, sub = _ctrl_view(x[1:], n, s.control, s.target)
+                    psi, _ = _ctrl_view(x[:1], n, s.control, s.target)
+                    outer = torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam, psi.conj())
+                    grads[s.tid][s.k] += outer @ mats[s.tid][s.k]
                 _apply_ctrl(x, mats_h[s.tid][s.k], n, s.control, s.target)  # un-compute psi, propagate lambda
-                if lam_after is not None:
-                    psi_before, sub = _ctrl_view(x[:1], n, s.control, s.target)
-                    grads[s.tid][s.k] += torch.einsum(f"{sub.replace('j', 'i')},{sub}->ij", lam_after, psi_before.conj())
         return (None, *grads)
 
 
