@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -40,7 +41,8 @@ def timeit(fn, repeats: int = 15, warmup: int = 2, device=None) -> tuple[float, 
     return statistics.median(ts), min(ts)
 
 
-def machine() -> str:
+def machine_info() -> dict:
+    """Where and when a benchmark ran: date, CPU, GPU, threads, versions, load."""
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -53,13 +55,45 @@ def machine() -> str:
         pl = qml.__version__
     except ImportError:
         pl = "not installed"
-    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
-    gpu = f"; gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    try:
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[:3]
+    except OSError:
+        load = []
+    return {
+        "date": subprocess.run(["date"], capture_output=True, text=True).stdout.strip(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pennylane": pl,
+        "loadavg": load,
+    }
+
+
+def machine(info: dict | None = None) -> str:
+    """:func:`machine_info` as the one line every benchmark prints first."""
+    i = info or machine_info()
+    gpu = f"; gpu: {i['gpu']}" if i["gpu"] else ""
     return (
-        f"date: {date}; nproc: {os.cpu_count()}; cpu: {cpu}{gpu}; torch threads: {torch.get_num_threads()}; "
-        f"python {platform.python_version()}; torch {torch.__version__}; pennylane {pl}; "
-        f"loadavg at start: {open('/proc/loadavg').read().split()[:3]}"
+        f"date: {i['date']}; nproc: {i['nproc']}; cpu: {i['cpu']}{gpu}; torch threads: {i['torch_threads']}; "
+        f"python {i['python']}; torch {i['torch']}; pennylane {i['pennylane']}; loadavg at start: {i['loadavg']}"
     )
+
+
+def add_json_option(ap) -> None:
+    ap.add_argument("--json", metavar="PATH", help="also write the results (rows, arguments, machine) to this JSON file")
+
+
+def write_json(path: str | None, benchmark: str, args, info: dict, rows: list[dict]) -> None:
+    """``{"benchmark", "machine", "args", "rows"}`` to ``path`` (nothing when ``path`` is None);
+    times in seconds, memory in MiB. ``plot.py`` draws these files."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"benchmark": benchmark, "machine": info, "args": vars(args), "rows": rows}, f, indent=1)
+        print(f"wrote {path}")
 
 
 def ms(t: float) -> str:

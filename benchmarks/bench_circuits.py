@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from _common import device_of, machine, ms, timeit
+from _common import add_json_option, device_of, machine, machine_info, ms, timeit, write_json
 from qtrain.circuits import QNN
 
 try:
@@ -68,13 +68,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="torch device of qtrain's simulators (PennyLane stays on the CPU)")
     ap.add_argument("--threads", type=int, default=1,
                     help="intra-op threads (2-thread runs of many small ops were erratic on the 2-core test VM)")
+    add_json_option(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = device_of(a.device)
-    print(machine())
+    info = machine_info()
+    print(machine(info))
     print(f"probabilities forward+backward, float32, L = {a.depth}, qtrain on {dev}; times in ms (median / min)")
     print(f"{'ansatz':14} {'N':>3} {'fast':>19} {'autograd':>19} {'pennylane':>19} {'ag/fast':>15} {'pl/fast':>15}")
     interleaved: list[str] = []
+    records: list[dict] = []
     for ansatz in a.ansatz:
         for n in a.n:
             row = {}
@@ -119,6 +122,7 @@ def main() -> None:
                         pairs.append((tf, tp))
                     tfs, tps = [p[0] for p in pairs], [p[1] for p in pairs]
                     rat = statistics.median(tp / tf for tf, tp in pairs)
+                    row["pairs"] = {"fast_s": statistics.median(tfs), "pennylane_s": statistics.median(tps), "ratio": rat}
                     interleaved.append(
                         f"{ansatz:14} {n:3d} interleaved x{a.interleave}: fast {ms(statistics.median(tfs))} /{ms(min(tfs))}"
                         f"  pennylane {ms(statistics.median(tps))} /{ms(min(tps))}  median of PL/fast pairs {rat:6.1f}x"
@@ -128,8 +132,16 @@ def main() -> None:
                 f"{row[k][0] / row['adjoint'][0]:7.1f}/{row[k][1] / row['adjoint'][1]:<7.1f}" if k in row else f"{'-':>15}"
             )
             print(f"{ansatz:14} {n:3d} {cell('adjoint')} {cell('autograd')} {cell('pennylane')} {ratio('autograd')} {ratio('pennylane')}", flush=True)
+            rec = {"ansatz": ansatz, "n": n, "depth": a.depth}
+            for key, name in (("adjoint", "fast"), ("autograd", "autograd"), ("pennylane", "pennylane")):
+                if key in row:
+                    rec[f"{name}_median_s"], rec[f"{name}_min_s"] = row[key]
+            if "pairs" in row:
+                rec["interleaved"] = row["pairs"]
+            records.append(rec)
     for line in interleaved:
         print(line)
+    write_json(a.json, "circuits", a, info, records)
 
 
 if __name__ == "__main__":

@@ -83,28 +83,33 @@ def main() -> None:
     ap.add_argument("--what", nargs="+", default=["adjoint"], help="adjoint, autograd and/or generator")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="torch device; on CUDA the peak allocated is reported too")
+    ap.add_argument("--json", metavar="PATH", help="also write the results (rows, arguments, machine) to this JSON file")
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
     import torch
 
     torch.set_num_threads(a.threads)  # reported by machine(); each child sets its own
-    from _common import device_of, machine
+    from _common import device_of, machine, machine_info, write_json
 
     device_of(a.device)
-    print(machine())
+    info = machine_info()
+    print(machine(info))
     print(f"peak extra RSS of build + one forward+backward (fresh process each), L = {a.depth}, float32, {a.device}")
     cuda_col = f" {'CUDA MiB':>9}" if a.device.startswith("cuda") else ""
     print(f"{'ansatz':14} {'what':10} {'N':>3} {'extra MiB':>10} {'build s':>8} {'fwd+bwd s':>10}{cuda_col}")
+    records = []
     for ansatz in a.ansatz:
         for what in a.what:
             for n in a.n:
                 r = measure(n, a.depth, ansatz, what, a.threads, a.device)
+                records.append({"ansatz": ansatz, "what": what, "n": n, "depth": a.depth, **r})
                 if "error" in r:
                     print(f"{ansatz:14} {what:10} {n:3d} failed: {r['error']}", flush=True)
                 else:
                     cuda = f" {r['cuda_extra_mib']:9.1f}" if "cuda_extra_mib" in r else ""
                     print(f"{ansatz:14} {what:10} {n:3d} {r['extra_mib']:10.1f} {r['build_s']:8.3f} {r['fwd_bwd_s']:10.3f}"
                           f"{cuda}", flush=True)
+    write_json(a.json, "memory", a, info, records)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 
-from _common import machine
+from _common import add_json_option, machine, machine_info, write_json
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -124,17 +124,19 @@ def main() -> None:
     ap.add_argument("--float64", action="store_true", help="qtrain in float64 (PennyLane always is)")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads of every route (torch intra-op threads and OMP_NUM_THREADS for lightning)")
+    add_json_option(ap)
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)  # (for the line below; every configuration runs in its own process)
-    print(machine())
+    info = machine_info()
+    print(machine(info))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, ["src", os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(a.threads)}
     print(f"ry-cnot-ring, L = {a.depth}, probabilities forward + one VJP, {a.threads} thread(s); median s (min) / peak extra MiB")
     print("| N | " + " | ".join(ROUTES) + " | lightning / qtrain | lightning c64 / qtrain | backprop / qtrain |")
     print("|---|" + "---|" * (len(ROUTES) + 3))
-    grads = {}
+    grads, records = {}, []
     for i, n in enumerate(a.n):
         res = {}
         for route in ROUTES:
@@ -160,12 +162,14 @@ def main() -> None:
 
         print(f"| {n} | " + " | ".join(cell(r) for r in ROUTES) + f" | {ratio('pl-lightning-vjp')} | {ratio('pl-lightning-vjp-c64')} | {ratio('pl-backprop')} |",
               flush=True)
+        records += [{"route": r, "n": n, "depth": a.depth, "threads": a.threads, **res[r]} for r in ROUTES if res.get(r)]
     if "qtrain" in grads:
         ref = grads["qtrain"]
         for route, g in grads.items():
             if route != "qtrain":
                 diff = max(abs(x - y) for x, y in zip(g, ref))
                 print(f"N = {a.n[0]}: max |grad({route}) - grad(qtrain)| = {diff:.2e}")
+    write_json(a.json, "pennylane-routes", a, info, records)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from _common import device_of, machine, ms, synchronize, timeit
+from _common import add_json_option, device_of, machine, machine_info, ms, synchronize, timeit, write_json
 import qtrain
 from qtrain.models import PaperCNN
 
@@ -31,10 +31,13 @@ def main() -> None:
     ap.add_argument("--interleave", type=int, default=0,
                     help="also time this many alternating (classical, QT) pairs and report the median ratio of a pair: "
                          "slow drifts of a shared machine then hit both sides alike")
+    add_json_option(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = device_of(a.device)
-    print(machine())
+    info = machine_info()
+    print(machine(info))
+    records = []
     g = torch.Generator().manual_seed(0)
     for batch in a.batch:
         x = torch.randn(batch, 1, 28, 28, generator=g).to(dev)
@@ -77,8 +80,12 @@ def main() -> None:
         c = min(results["classical"][0], results["classical2"][0])
         print(f"batch {batch}, {a.ansatz}, L = {a.depth}, mapping {a.mapping!r}: ms median / min")
         print(f"  classical step     {ms(c)} / {ms(min(results['classical'][1], results['classical2'][1]))}")
+        rec = {"batch": batch, "ansatz": a.ansatz, "depth": a.depth, "mapping": a.mapping, "classical_median_s": c,
+               "classical_min_s": min(results["classical"][1], results["classical2"][1])}
+        records.append(rec)
         for method in ("adjoint", "autograd"):
             m = results[method]
+            rec[f"qt_{method}_median_s"], rec[f"qt_{method}_min_s"] = m
             print(f"  QT step ({method:8}) {ms(m[0])} / {ms(m[1])}   ratio QT/classical {m[0] / c:5.2f} (min/min {m[1] / min(results['classical'][1], results['classical2'][1]):5.2f})")
         if dev.type == "cuda":  # a QT step queues its kernels without waiting for the GPU once
             synchronize(dev)
@@ -87,8 +94,10 @@ def main() -> None:
                 for _ in range(3):
                     adjoint_step()
                 print("  QT step: no host synchronisation (3 steps under torch.cuda.set_sync_debug_mode('error'))")
+                rec["host_sync"] = False
             except RuntimeError as e:
                 print(f"  QT step synchronises with the host: {e}")
+                rec["host_sync"] = str(e)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         if a.interleave:
@@ -97,9 +106,13 @@ def main() -> None:
                 tc.append(timeit(classical, 5, warmup=1, device=dev)[0])
                 tq.append(timeit(adjoint_step, 5, warmup=1, device=dev)[0])
                 ratios.append(tq[-1] / tc[-1])
+            rec["interleaved"] = {"pairs": a.interleave, "classical_s": statistics.median(tc), "qt_s": statistics.median(tq),
+                                  "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
             print(f"  interleaved x{a.interleave} (median of 5 steps each): classical {ms(statistics.median(tc))}, "
                   f"QT {ms(statistics.median(tq))}, ratio of pairs: median {statistics.median(ratios):5.2f}, "
                   f"min {min(ratios):5.2f}, max {max(ratios):5.2f}")
+
+    write_json(a.json, "step", a, info, records)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Issue 5's GPU part in one run (sized for a few minutes on one H100/H200): the CUDA tests,
 # then the circuit (N up to 26), peak-memory (CUDA max allocated) and training-step
 # (with the host-synchronisation check) benchmarks on the GPU. Everything printed is also
-# written to $OUT/gpu_suite.txt (./gpu_out/ when OUT is unset), to be copied into RESULTS.md.
+# written to $OUT/gpu_suite.txt (./gpu_out/ when OUT is unset), with the results as JSON and one PNG
+# of them (benchmarks/plot.py, when matplotlib is there), to be copied into RESULTS.md.
 #
 #     bash benchmarks/gpu_suite.sh                                  # on the GPU machine
 #     DEVICE=cpu NS="10 12" MEM_NS="12" bash benchmarks/gpu_suite.sh  # a dry run of the flow
@@ -30,10 +31,11 @@ main() {
         limit=240 run $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
     fi
     limit=240 run $py benchmarks/bench_circuits.py --device "$device" --n $ns --depth 10 \
-        --ansatz ry-cnot-ring u3-cu3-ring --pennylane-max 0 --autograd-max 0 --repeats 5
+        --ansatz ry-cnot-ring u3-cu3-ring --pennylane-max 0 --autograd-max 0 --repeats 5 --json "$out/circuits.json"
     limit=180 run $py benchmarks/bench_memory.py --device "$device" --n $mem_ns --ansatz ry-cnot-ring u3-cu3-ring \
-        --what adjoint generator
-    limit=180 run $py benchmarks/bench_step.py --device "$device" --batch 64 128 --repeats 21 --interleave 11
+        --what adjoint generator --json "$out/memory.json"
+    limit=180 run $py benchmarks/bench_step.py --device "$device" --batch 64 128 --repeats 21 --interleave 11 --json "$out/step.json"
+    [ -f "$out/circuits.json" ] && $py benchmarks/plot.py "$out"/*.json --out "$out/gpu_suite.png"
     echo "== suite exit $status"
     return "$status"
 }

@@ -656,8 +656,8 @@ def _ctrl_view(x: Tensor, n: int, c: int, t: int) -> tuple[Tensor, str]:
 
 def _apply_ctrl(x: Tensor, u: Tensor, n: int, c: int, t: int) -> None:
     """In place: ``u`` on the target wherever the control reads 1, as multiply-adds of the two
-    (strided) target halves: a product would read them through copies (einsum's permuted
-    copies cost ~30% more time and two half-states of memory at N = 22)."""
+    (strided) target halves: a product reads them through copies (an ``einsum`` here was ~30%
+    slower on the stacked pair at N = 20 and held copies of both halves)."""
     v, sub = _ctrl_view(x, n, c, t)
     axis = sub.index("j")
     v0, v1 = v.select(axis, 0), v.select(axis, 1)
