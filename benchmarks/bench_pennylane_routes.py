@@ -1,7 +1,8 @@
 """qtrain's fast path against the fastest PennyLane routes to the gradient of the
 probabilities at large N (ry-cnot-ring, L = 10 by default), each configuration in a fresh
-subprocess with ``--threads`` threads (torch's and lightning's OpenMP alike): median time and peak extra RSS of one probabilities forward + one
-vector-Jacobian product (what a training step needs) with the cotangent ``probe``.
+subprocess with ``--threads`` threads (torch's and lightning's OpenMP alike): median time
+and peak extra RSS of one probabilities forward + one vector-Jacobian product (what a
+training step needs) with the cotangent ``probe``.
 
 Routes:
 
