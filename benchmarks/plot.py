@@ -17,24 +17,22 @@ from collections import defaultdict
 
 def _label(doc: dict, many: bool) -> str:
     """What tells this file's lines apart from another file's of the same benchmark."""
-    m = doc["machine"]
-    return f" ({m['torch_threads']} thr, {m['gpu'] or 'cpu'})" if many else ""
+    threads = doc["args"].get("threads") or doc["machine"]["torch_threads"]
+    return f" ({threads} thr, {doc['args'].get('device', 'cpu')})" if many else ""
 
 
 _STYLES = ("-", "--", ":", "-.")
 
 
 def _series(ax, points: dict) -> None:
-    """``points[(name, file index)] = [(x, y), ...]``: a colour per name, a line style per file."""
-    from matplotlib.ticker import MaxNLocator
-
+    """``points[(name, file index)] = [(x, y, label suffix), ...]``: a colour per name, a line
+    style per file; the x ticks are the N measured."""
     colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(name for name, _ in points))}
     for (name, k), pts in points.items():
         pts = sorted(pts)
-        label = name + pts[0][2] if len(pts[0]) > 2 else name
         ax.plot([p[0] for p in pts], [p[1] for p in pts], _STYLES[k % len(_STYLES)], marker="o", ms=3,
-                color=colours[name], label=label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # N is a count of qubits
+                color=colours[name], label=name + pts[0][2])
+    ax.set_xticks(sorted({p[0] for pts in points.values() for p in pts}))
 
 
 def draw(docs: list[dict], out: str) -> None:
@@ -46,8 +44,11 @@ def draw(docs: list[dict], out: str) -> None:
     by_kind: dict[str, list[dict]] = defaultdict(list)
     for doc in docs:
         by_kind[doc["benchmark"]].append(doc)
-    panels = []  # (title, kind, docs, ansatz or None)
+    panels = []  # (kind, docs, ansatz or None)
     for kind, group in by_kind.items():
+        group = [d for d in group if d["rows"]]
+        if not group:
+            continue
         if kind in ("circuits", "memory"):
             for ansatz in dict.fromkeys(r["ansatz"] for d in group for r in d["rows"]):
                 panels.append((kind, group, ansatz))
@@ -98,8 +99,11 @@ def draw(docs: list[dict], out: str) -> None:
             ax.set(ylabel="training step, ms (median)", title=f"paper CNN: {r0['ansatz']}, L = {r0['depth']}, {r0['mapping']}")
         else:
             ax.set_title(f"{kind}: no drawing for this benchmark")
+        if kind != "step" and not points:
+            ax.set_title(f"{kind} {ansatz or ''}: no successful rows")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     m = docs[0]["machine"]
     fig.suptitle(f"{m['date']} - {m['cpu']}" + (f" - {m['gpu']}" if m["gpu"] else ""), fontsize=9)
     fig.tight_layout()
@@ -114,10 +118,13 @@ def main() -> None:
     a = ap.parse_args()
     docs = []
     for path in a.files:
-        with open(path) as f:
-            doc = json.load(f)
-        if not {"benchmark", "machine", "rows"} <= doc.keys():
-            raise SystemExit(f"{path}: not a benchmark result (written by a benchmark's --json)")
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"{path}: cannot read it as JSON ({e})") from None
+        if not isinstance(doc, dict) or not {"benchmark", "machine", "args", "rows"} <= doc.keys():
+            raise SystemExit(f"{path}: not a benchmark result (one written by a benchmark's --json)")
         docs.append(doc)
     draw(docs, a.out)
     print(f"wrote {a.out}")

@@ -601,27 +601,23 @@ def _block_out(x: Tensor, u: Tensor, n: int, lo: int, g: int) -> Tensor:
 
 
 _GRAD_CHUNK = 2**17  # elements per partial product of a block gradient (stays in cache)
-_COMPLEX_SLABS = 64  # complex middle windows with at least this many leading slabs use slab products
 
 
 def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     """``sum over the other wires of lam psi^H`` -> ``(2^g, 2^g)`` (lam, psi flat).
 
-    One GEMM over the whole state when the window is the first wires. A middle window
-    (real, or complex with at least 64 slabs): ``(2^g, b) x (b, 2^g)`` products batched over
-    slabs of the leading wires, each slab's partials summed right away. Otherwise (the last
-    wires, or complex states with few leading slabs, where a conjugated batched operand
-    would be materialised in large pieces) a sum of GEMMs over chunks of the leading wires,
-    each chunk's ``(2^g, rest)`` operands transposed in cache."""
+    One GEMM over the whole state when the window is the first wires. A real middle
+    window: ``(2^g, b) x (b, 2^g)`` products batched over slabs of the leading wires, each
+    slab's partials summed right away. Otherwise (the last wires, or complex states, where
+    a conjugated batched operand would be materialised whole) a sum of GEMMs over chunks
+    of the leading wires, each chunk's ``(2^g, rest)`` operands transposed in cache."""
     a, d, b = 2**lo, 2**g, 2 ** (n - lo - g)
     lv, pv = lam.view(a, d, b), psi.view(a, d, b).conj()
     if a == 1:
         return lv.view(d, b) @ pv.view(d, b).mT
-    if b > 1 and (not lam.is_complex() or a >= _COMPLEX_SLABS):
+    if b > 1 and not lam.is_complex():
         # no transposed copies; with one thread a slab's (rows, d, d) partials stay in cache
-        # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13). Complex:
-        # each slab's conjugate is resolved in cache, worth it from 64 slabs on (N = 22, g = 4:
-        # 14-21 ms instead of 18-29 ms for lo = 6..15; 24 instead of 9 ms at lo = 3)
+        # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13)
         rows = max(1, _GRAD_CHUNK // (d * d))
         if torch.get_num_threads() > 1:
             rows = max(rows, a // 4)
@@ -656,8 +652,8 @@ def _ctrl_view(x: Tensor, n: int, c: int, t: int) -> tuple[Tensor, str]:
 
 def _apply_ctrl(x: Tensor, u: Tensor, n: int, c: int, t: int) -> None:
     """In place: ``u`` on the target wherever the control reads 1, as multiply-adds of the two
-    (strided) target halves: a product reads them through copies (an ``einsum`` here was ~30%
-    slower on the stacked pair at N = 20 and held copies of both halves)."""
+    (strided) target halves: a product reads them through copies (an ``einsum`` here held
+    permuted copies of both halves, ~64 MiB at N = 22 for u3-cu3-ring's backward)."""
     v, sub = _ctrl_view(x, n, c, t)
     axis = sub.index("j")
     v0, v1 = v.select(axis, 0), v.select(axis, 1)
