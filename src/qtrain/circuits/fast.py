@@ -653,7 +653,8 @@ def _ctrl_view(x: Tensor, n: int, c: int, t: int) -> tuple[Tensor, str]:
 def _apply_ctrl(x: Tensor, u: Tensor, n: int, c: int, t: int) -> None:
     """In place: ``u`` on the target wherever the control reads 1, as multiply-adds of the two
     (strided) target halves: a product reads them through copies (an ``einsum`` here held
-    permuted copies of both halves, ~64 MiB at N = 22 for u3-cu3-ring's backward)."""
+    permuted copies of both; with the adjoint's gradient change, u3-cu3-ring at N = 22 now
+    peaks 64 MiB lower)."""
     v, sub = _ctrl_view(x, n, c, t)
     axis = sub.index("j")
     v0, v1 = v.select(axis, 0), v.select(axis, 1)
