@@ -61,3 +61,32 @@ def test_chunked_generation_on_cuda_matches_cpu(mapping):
     torch.testing.assert_close(out[1][0], out[0][0], atol=1e-12, rtol=0)
     for a, b in zip(out[1][1], out[0][1]):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_fit_on_cuda_runs_its_steps_without_a_host_synchronisation(monkeypatch):
+    """The trainer keeps the training set on the GPU: each step only queues work (a host
+    round trip per batch would make every step wait for the GPU)."""
+    from qtrain import train as train_mod
+    from qtrain.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    data = Dataset("synthetic", x[:32], y[:32], x[32:], y[32:], 3, "test")
+    qt = QuantumTrain(BatchNormNet(), QTConfig(depth=2, device="cuda"))
+    steps = []
+    original = train_mod.train_step
+
+    def checked(net, opt, xs, ys, idx, device):
+        assert xs.is_cuda and idx.is_cuda
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = original(net, opt, xs, ys, idx, device)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        steps.append(out)
+        return out
+
+    monkeypatch.setattr(train_mod, "train_step", checked)
+    history = train_mod.fit(qt, data, train_mod.TrainConfig(epochs=1, batch_size=8, device="cuda"), progress=False)
+    assert len(steps) == 4 and len(history) == 1

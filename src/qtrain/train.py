@@ -32,6 +32,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset
 from .model import QuantumTrain
+from .resources import available_bytes
 
 __all__ = ["TrainConfig", "evaluate", "fit", "train_step"]
 
@@ -133,6 +134,10 @@ def fit(
 ) -> list[dict]:
     """Train ``model`` (a :class:`~qtrain.QuantumTrain` or any classifier) on ``data``.
 
+    The epoch's loss is summed on the device and read once per epoch; on a GPU the
+    training set is copied there once (unless it would take more than half the free
+    memory), so a training step never waits for the GPU.
+
     Args:
         model: returns logits ``(B, n_classes)``.
         data: from :func:`qtrain.data.load_dataset`.
@@ -181,6 +186,7 @@ def fit(
         start = done + 1
     # DDP after the checkpoint is loaded: its constructor broadcasts rank 0's parameters
     net = distributed.data_parallel(model, device) if world > 1 else model
+    x_train, y_train = _on_device(data.x_train, data.y_train, device)
     for epoch in range(start, config.epochs + 1):
         t0 = time.perf_counter()
         if world > 1:
@@ -188,12 +194,12 @@ def fit(
             # rank): distinct across ranks, and the same after a resume.
             torch.manual_seed(distributed.rank_seed(config.seed, epoch, rank))
         net.train()
-        order = torch.randperm(n, generator=order_rng)  # the same on every rank: same seed, same draws
+        order = torch.randperm(n, generator=order_rng).to(device)  # the same on every rank: same seed, same draws
         batches = range(0, n, config.batch_size)
         bar = _progress(batches, progress and main, f"{desc} epoch {epoch}/{config.epochs}")
         running = torch.zeros((), device=device)  # summed on device: no per-step host sync
         for i in bar:
-            running += train_step(net, opt, data.x_train, data.y_train, order[i : i + config.batch_size], device)
+            running += train_step(net, opt, x_train, y_train, order[i : i + config.batch_size], device)
         if world > 1:
             dist.all_reduce(running)  # the global epoch loss, the same on every rank
             distributed.sync_buffers(model)  # rank 0's buffers: what the checkpoint holds
@@ -209,6 +215,19 @@ def fit(
         if on_epoch is not None and main:
             on_epoch(record)
     return history
+
+
+def _on_device(x: Tensor, y: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The training set on ``device`` once, so that batches are gathered there: a
+    host-to-device copy per step (from pageable memory) makes every step wait for the GPU.
+    Kept on the host (copied per batch) when it would take more than half the device's
+    free memory."""
+    if device.type == "cpu":
+        return x, y
+    free = available_bytes(device)
+    if free is not None and (x.nbytes + y.nbytes) * 2 > free:
+        return x, y
+    return x.to(device), y.to(device)
 
 
 def train_step(
