@@ -87,13 +87,17 @@ def add_json_option(ap) -> None:
     ap.add_argument("--json", metavar="PATH", help="also write the results (rows, arguments, machine) to this JSON file")
 
 
-def write_json(path: str | None, benchmark: str, args, info: dict, rows: list[dict]) -> None:
+def write_json(path: str | None, benchmark: str, args, info: dict, rows: list[dict], *, final: bool = True) -> None:
     """``{"benchmark", "machine", "args", "rows"}`` to ``path`` (nothing when ``path`` is None);
-    times in seconds, memory in MiB. ``plot.py`` draws these files."""
+    times in seconds, memory in MiB. ``plot.py`` draws these files. The benchmarks call it
+    after every row too (``final=False``: silently), so a run cut short keeps what it measured."""
     if path:
-        with open(path, "w") as f:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
             json.dump({"benchmark": benchmark, "machine": info, "args": vars(args), "rows": rows}, f, indent=1)
-        print(f"wrote {path}")
+        os.replace(tmp, path)
+        if final:
+            print(f"wrote {path}")
 
 
 def ms(t: float) -> str:

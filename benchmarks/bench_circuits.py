@@ -139,6 +139,7 @@ def main() -> None:
             if "pairs" in row:
                 rec["interleaved"] = row["pairs"]
             records.append(rec)
+            write_json(a.json, "circuits", a, info, records, final=False)
     for line in interleaved:
         print(line)
     write_json(a.json, "circuits", a, info, records)

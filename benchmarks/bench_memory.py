@@ -103,6 +103,7 @@ def main() -> None:
             for n in a.n:
                 r = measure(n, a.depth, ansatz, what, a.threads, a.device)
                 records.append({"ansatz": ansatz, "what": what, "n": n, "depth": a.depth, **r})
+                write_json(a.json, "memory", a, info, records, final=False)
                 if "error" in r:
                     print(f"{ansatz:14} {what:10} {n:3d} failed: {r['error']}", flush=True)
                 else:

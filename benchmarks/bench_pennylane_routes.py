@@ -164,6 +164,7 @@ def main() -> None:
         print(f"| {n} | " + " | ".join(cell(r) for r in ROUTES) + f" | {ratio('pl-lightning-vjp')} | {ratio('pl-lightning-vjp-c64')} | {ratio('pl-backprop')} |",
               flush=True)
         records += [{"route": r, "n": n, "depth": a.depth, "threads": a.threads, **res[r]} for r in ROUTES if res.get(r)]
+        write_json(a.json, "pennylane-routes", a, info, records, final=False)
     if "qtrain" in grads:
         ref = grads["qtrain"]
         for route, g in grads.items():

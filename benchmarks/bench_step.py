@@ -111,6 +111,7 @@ def main() -> None:
             print(f"  interleaved x{a.interleave} (median of 5 steps each): classical {ms(statistics.median(tc))}, "
                   f"QT {ms(statistics.median(tq))}, ratio of pairs: median {statistics.median(ratios):5.2f}, "
                   f"min {min(ratios):5.2f}, max {max(ratios):5.2f}")
+        write_json(a.json, "step", a, info, records, final=False)
 
     write_json(a.json, "step", a, info, records)
 

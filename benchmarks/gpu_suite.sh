@@ -5,7 +5,7 @@
 # written to $OUT/gpu_suite.txt (./gpu_out/ when OUT is unset), with the results as JSON and one PNG
 # of them (benchmarks/plot.py, when matplotlib is there), to be copied into RESULTS.md.
 #
-#     bash benchmarks/gpu_suite.sh                                  # on the GPU machine
+#     bash benchmarks/gpu_suite.sh                                  # on the GPU machine (timeout_s 600)
 #     DEVICE=cpu NS="10 12" MEM_NS="12" bash benchmarks/gpu_suite.sh  # a dry run of the flow
 #
 # Needs only python3 with torch (and numpy, safetensors, pytest): qtrain runs from src/.
@@ -29,11 +29,11 @@ main() {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
     if [ "$device" = cuda ]; then
-        limit=120 run $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
+        limit=90 run $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
     fi
-    limit=180 run $py benchmarks/bench_circuits.py --device "$device" --n $ns --depth 10 \
+    limit=150 run $py benchmarks/bench_circuits.py --device "$device" --n $ns --depth 10 \
         --ansatz ry-cnot-ring u3-cu3-ring --pennylane-max 0 --autograd-max 0 --repeats 5 --json "$out/circuits.json"
-    limit=120 run $py benchmarks/bench_memory.py --device "$device" --n $mem_ns --ansatz ry-cnot-ring u3-cu3-ring \
+    limit=180 run $py benchmarks/bench_memory.py --device "$device" --n $mem_ns --ansatz ry-cnot-ring u3-cu3-ring \
         --what adjoint generator --json "$out/memory.json"
     limit=120 run $py benchmarks/bench_step.py --device "$device" --batch 64 128 --repeats 21 --interleave 11 --json "$out/step.json"
     [ -f "$out/circuits.json" ] && $py benchmarks/plot.py "$out"/*.json --out "$out/gpu_suite.png"

@@ -190,7 +190,7 @@ class QuantumTrain(nn.Module):
             with torch.no_grad():
                 rms = self.generator().pow(2).mean().sqrt().clamp_min(1e-12)
             means, stds = _init_stats(model, layout)
-            self.generator.gains = (stds / rms).to(device, dtype)
+            self.generator.gains = (stds.to(rms.device, rms.dtype) / rms).to(device, dtype)  # rms is on the device
             self.generator.offsets = means.to(device, dtype)
         if config.lora_rank is not None and isinstance(self.generator, WeightGenerator):
             # LoRA starts from B = 0: B's generated values are taken relative to their start

@@ -601,6 +601,11 @@ def _block_out(x: Tensor, u: Tensor, n: int, lo: int, g: int) -> Tensor:
 
 
 _GRAD_CHUNK = 2**17  # elements per partial product of a block gradient (stays in cache)
+_GRAD_CHUNK_GPU = 2**24  # on a GPU the cost is kernel launches: a few large partial products
+
+
+def _grad_chunk(x: Tensor) -> int:
+    return _GRAD_CHUNK_GPU if x.is_cuda else _GRAD_CHUNK
 
 
 def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
@@ -618,16 +623,16 @@ def _block_grad(lam: Tensor, psi: Tensor, n: int, lo: int, g: int) -> Tensor:
     if b > 1 and not lam.is_complex():
         # no transposed copies; with one thread a slab's (rows, d, d) partials stay in cache
         # (N = 22: 2.0 / 2.8 / 4.5 ms instead of 4.5 / 5.8 / 7.9 ms for lo = 6, 9, 13)
-        rows = max(1, _GRAD_CHUNK // (d * d))
-        if torch.get_num_threads() > 1:
+        rows = max(1, _grad_chunk(lam) // (d * d))
+        if torch.get_num_threads() > 1 and not lam.is_cuda:
             rows = max(rows, a // 4)
         out = None
         for i in range(0, a, rows):
             part = torch.bmm(lv[i : i + rows], pv[i : i + rows].mT).sum(0)
             out = part if out is None else out.add_(part)
         return out
-    rows = max(1, _GRAD_CHUNK // (d * b))
-    if torch.get_num_threads() > 1:  # each product is a parallel region: keep them few
+    rows = max(1, _grad_chunk(lam) // (d * b))
+    if torch.get_num_threads() > 1 and not lam.is_cuda:  # each product is a parallel region: keep them few
         rows = max(rows, a // 4)
     out = None
     for i in range(0, a, rows):
@@ -736,7 +741,7 @@ def _autograd_state(prog: FastProgram, mats: list[Tensor], dtype: torch.dtype, d
     """The final state, every step out of place (autograd differentiates it)."""
     n = prog.n_qubits
     x = torch.zeros(2**n, dtype=dtype, device=device)
-    x[0] = 1
+    x[0].fill_(1)  # fill_, not item assignment: that copies a host scalar and waits for a GPU
     rows = [m.unbind(0) for m in mats]  # one UnbindBackward per class, not one zero-filled select each
     for s in prog.steps:
         if isinstance(s, _Block):
@@ -766,7 +771,7 @@ class _AdjointProbs(torch.autograd.Function):
         ref = mats[0]
         x, y = prog.workspace(ref.dtype, ref.device, owner=ctx)
         x[0].zero_()
-        x[0, 0] = 1
+        x[0, 0].fill_(1)
         out = _run_forward(prog, mats, x[:1], y[:1])
         # the final state psi (the only one kept for the backward) stays in the lent buffer
         ctx.prog, ctx.pair = prog, (x, y)
@@ -784,7 +789,7 @@ class _AdjointProbs(torch.autograd.Function):
         if getattr(ctx, "consumed", False):
             a, b = ctx.pair
             a[0].zero_()
-            a[0, 0] = 1
+            a[0, 0].fill_(1)
             _run_forward(prog, mats, a[:1], b[:1])  # as the forward did: ends in x
         ctx.consumed = True
         if x.is_complex():  # lambda = dL/dpsi = 2 grad_p psi, without a complex copy of grad_p
@@ -928,7 +933,7 @@ class _StoredProbs(torch.autograd.Function):
         weakref.finalize(ctx, plan.__setitem__, "busy", False)
         states = plan["states"]
         states[0].zero_()
-        states[0, 0] = 1
+        states[0, 0].fill_(1)  # fill_: item assignment would copy a host scalar and wait for a GPU
         _run_plan(plan["fwd"], [m.unbind(0) for m in mats])
         ctx.prog, ctx.plan = prog, plan
         ctx.save_for_backward(*mats)

@@ -176,7 +176,7 @@ def compile_ops(ops: list[Op], n_qubits: int, n_weights: int) -> Program:
 def zero_state(n_qubits: int, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
     """``|0...0>`` as a flat ``(2^N,)`` tensor."""
     state = torch.zeros(2**n_qubits, dtype=dtype, device=device)
-    state[0] = 1
+    state[0].fill_(1)  # fill_: item assignment would copy a host scalar and wait for a GPU
     return state
 
 
