@@ -76,6 +76,9 @@ def measure(n: int, depth: int, ansatz: str, what: str, threads: int, device: st
 
 
 def main() -> None:
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _common import add_json_option, device_of, machine, machine_info, write_json
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[16, 18, 20, 22, 24])
     ap.add_argument("--depth", type=int, default=10)
@@ -83,14 +86,11 @@ def main() -> None:
     ap.add_argument("--what", nargs="+", default=["adjoint"], help="adjoint, autograd and/or generator")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="torch device; on CUDA the peak allocated is reported too")
-    ap.add_argument("--json", metavar="PATH", help="also write the results (rows, arguments, machine) to this JSON file")
+    add_json_option(ap)
     a = ap.parse_args()
-    sys.path.insert(0, os.path.dirname(__file__))
     import torch
 
     torch.set_num_threads(a.threads)  # reported by machine(); each child sets its own
-    from _common import device_of, machine, machine_info, write_json
-
     device_of(a.device)
     info = machine_info()
     print(machine(info))
