@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from . import kernel as _kernel
 from .ansatze import Op
 from .gates import GATES
 
@@ -75,6 +76,7 @@ __all__ = [
     "compile_fast",
     "fast_probabilities",
     "supports_fast",
+    "uses_kernel",
 ]
 
 _FIXED_2Q = {"CNOT": ((0, 1), (1, 0)), "CZ": ((1, 0), (0, -1))}  # target matrices
@@ -157,6 +159,7 @@ class FastProgram:
     ctrl: Tensor | None
     n_ops: int
     max_block: int = 0
+    kernel: tuple | None = None  # ((L, N) angle indices, ring) when the compiled kernel can run it
     _moved: dict = field(default_factory=dict, repr=False)
     _work: dict = field(default_factory=dict, repr=False)
 
@@ -177,6 +180,7 @@ class FastProgram:
                 None if self.ctrl is None else self.ctrl.to(device),
                 self.n_ops,
                 self.max_block,
+                self.kernel,
             )
         return self._moved[device]
 
@@ -374,7 +378,9 @@ def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int
         if isinstance(s, _Ctrl):
             s.tid = len(class_list)
     ctrl = torch.tensor(ctrl_rows, dtype=torch.long) if ctrl_rows else None
-    return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops), g_max)
+    matched = _kernel.match_layers(ops, n) if n >= _kernel.MIN_QUBITS else None
+    kern = None if matched is None else (torch.tensor(matched[0], dtype=torch.long), matched[1])
+    return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops), g_max, kern)
 
 
 # --- step 2: matrices (ordinary autograd) --------------------------------------------
@@ -976,7 +982,15 @@ def _use_autograd(prog: FastProgram, dtype: torch.dtype) -> bool:
     return kept <= _AUTOGRAD_MAX_BYTES
 
 
-_METHODS = ("auto", "stored", "adjoint", "autograd")
+_METHODS = ("auto", "kernel", "stored", "adjoint", "autograd")
+
+
+def uses_kernel(prog: FastProgram, weights: Tensor) -> bool:
+    """True when ``method="auto"`` runs ``prog`` at ``weights`` through the compiled
+    kernel (:mod:`qtrain.circuits.kernel`): a matched circuit, CPU, float32 / float64,
+    and the kernel built."""
+    return (prog.kernel is not None and weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64)
+            and _kernel.available(weights.dtype))
 
 
 def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "auto") -> Tensor:
@@ -985,13 +999,19 @@ def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "aut
     Args:
         prog: from :func:`compile_fast`, on ``weights.device`` (see :meth:`FastProgram.to`).
         weights: the angles (any shape, flattened row-major).
-        method: ``"auto"`` (autograd through the fused blocks for small circuits, see
-            :data:`AUTOGRAD_MAX_N`; the adjoint backward otherwise), ``"autograd"`` or
-            ``"adjoint"``. All give the same values and gradients to round-off.
+        method: ``"auto"`` (the compiled kernel where :func:`uses_kernel`; else the
+            stored backward for small circuits, see :data:`AUTOGRAD_MAX_N`, and the adjoint
+            backward otherwise), ``"kernel"`` (raises where it cannot run), ``"stored"``,
+            ``"adjoint"`` or ``"autograd"``. All give the same values and gradients to
+            round-off.
     """
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {list(_METHODS)}, got {method!r}")
     flat = weights.reshape(-1)
+    if method == "kernel" or (method == "auto" and uses_kernel(prog, flat)):
+        if prog.kernel is None:
+            raise RuntimeError("this circuit is not one the compiled kernel runs (see qtrain.circuits.kernel.match_layers)")
+        return _kernel.kernel_probabilities(prog.kernel[0], prog.kernel[1], prog.n_qubits, flat)
     dtype = _state_dtype(prog, flat)
     mats = build_matrices(prog, flat) if (prog.param_index or prog.fixed_names or prog.ctrl is not None) else []
     if not mats:  # no gate with a matrix: only CNOTs / CZs acting on |0...0>

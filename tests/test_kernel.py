@@ -1,0 +1,194 @@
+"""The compiled RY + CNOT kernel against the autograd reference, finite differences and
+the PyTorch fast path; its pattern matching; and the fallback when it cannot be built."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qtrain.circuits import QNN, get_ansatz
+from qtrain.circuits import kernel
+from qtrain.circuits.ansatze import Op
+from qtrain.circuits.fast import compile_fast, fast_probabilities, uses_kernel
+from qtrain.circuits.measure import exact_probs
+from qtrain.circuits.statevector import compile_ops, run
+
+pytestmark = pytest.mark.skipif(not kernel.available(), reason="needs a C compiler (gcc); .ci/run installs one")
+
+
+def _circuit(ansatz, n, depth):
+    ops = get_ansatz(ansatz).operations(n, depth)
+    return ops, n * depth
+
+
+def _theta(n_weights, seed, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return ((torch.rand(n_weights, dtype=torch.float64, generator=gen) * 2 - 1) * math.pi).to(dtype)
+
+
+def _kernel_and_reference(ansatz, n, depth, seed=0):
+    ops, nw = _circuit(ansatz, n, depth)
+    prog = compile_fast(ops, n, nw)
+    theta = _theta(nw, seed)
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    t1, t2 = theta.clone().requires_grad_(), theta.clone().requires_grad_()
+    pk = fast_probabilities(prog, t1, method="kernel")
+    pr = exact_probs(run(compile_ops(ops, n, nw), t2))
+    (pk @ proj).backward()
+    (pr @ proj).backward()
+    return pk, pr, t1.grad, t2.grad
+
+
+def test_the_pattern_matcher_finds_rings_and_chains_and_nothing_else():
+    for ansatz, ring in (("ry-cnot-ring", True), ("ry-cnot-chain", False)):
+        layers, found = kernel.match_layers(get_ansatz(ansatz).operations(9, 3), 9)
+        assert found is ring and layers == [[9 * j + k for k in range(9)] for j in range(3)]
+    for ansatz in ("u3-cu3-ring", "ry-rz-cz"):
+        assert kernel.match_layers(get_ansatz(ansatz).operations(9, 3), 9) is None
+    ops = get_ansatz("ry-cnot-ring").operations(9, 2)
+    swapped = [ops[1], ops[0], *ops[2:]]  # RY on wire 1 before wire 0: not the form
+    assert kernel.match_layers(swapped, 9) is None
+    reversed_cnot = ops[:9] + [Op("CNOT", (1, 0))] + ops[10:]
+    assert kernel.match_layers(reversed_cnot, 9) is None
+    shared = [Op("RY", op.wires, (0,)) if op.gate == "RY" else op for op in ops]  # one angle everywhere: fine
+    assert kernel.match_layers(shared, 9) == ([[0] * 9] * 2, True)
+    assert kernel.match_layers(ops[:-1], 9) is None  # a ring missing its last CNOT in the last layer
+    assert compile_fast(ops, 9, 18).kernel is not None
+    assert compile_fast(get_ansatz("ry-cnot-ring").operations(7, 2), 7, 14).kernel is None  # below MIN_QUBITS
+
+
+@pytest.mark.parametrize("ansatz", ["ry-cnot-ring", "ry-cnot-chain"])
+@pytest.mark.parametrize(("n", "depth"), [(8, 1), (9, 3), (13, 4), (15, 2), (16, 3), (17, 2)])
+def test_kernel_equals_the_reference_in_float64(ansatz, n, depth):
+    """N <= 14: the whole state is one block; 15-17: 2-8 blocks and the tile passes."""
+    pk, pr, gk, gr = _kernel_and_reference(ansatz, n, depth, seed=n + depth)
+    torch.testing.assert_close(pk, pr, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gk, gr, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("low", "n"), [(5, 8), (5, 10), (6, 11), (4, 12), (7, 9)])
+def test_small_blocks_and_wide_tiles_equal_the_reference(low, n, monkeypatch):
+    """Blocks of 2^low amplitudes make every layout case reachable at small N: many blocks,
+    tiles wider than a block (the row length clamped to two vectors), a single tile."""
+    monkeypatch.setitem(kernel._LOW_BITS, torch.float64, low)
+    for ansatz in ("ry-cnot-ring", "ry-cnot-chain"):
+        pk, pr, gk, gr = _kernel_and_reference(ansatz, n, 3, seed=low * n)
+        torch.testing.assert_close(pk, pr, atol=1e-12, rtol=0)
+        torch.testing.assert_close(gk, gr, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("n", [10, 16, 17])
+def test_float32_stays_within_1e6_of_float64(n):
+    ops, nw = _circuit("ry-cnot-ring", n, 6)
+    prog = compile_fast(ops, n, nw)
+    theta = _theta(nw, n)
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    t32, t64 = theta.float().requires_grad_(), theta.clone().requires_grad_()
+    p32, p64 = fast_probabilities(prog, t32, method="kernel"), fast_probabilities(prog, t64, method="kernel")
+    assert p32.dtype == torch.float32
+    torch.testing.assert_close(p32.double(), p64, atol=1e-6, rtol=0)
+    (p32.double() @ proj).backward()
+    (p64 @ proj).backward()
+    torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)
+
+
+def test_gradients_match_finite_differences():
+    n, depth = 9, 2
+    ops, nw = _circuit("ry-cnot-ring", n, depth)
+    prog = compile_fast(ops, n, nw)
+    theta = _theta(nw, 3).requires_grad_()
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    (fast_probabilities(prog, theta, method="kernel") @ proj).backward()
+    eps = 1e-6
+    for i in range(0, nw, 5):
+        e = torch.zeros(nw, dtype=torch.float64)
+        e[i] = eps
+        with torch.no_grad():
+            up = fast_probabilities(prog, theta + e, method="kernel") @ proj
+            down = fast_probabilities(prog, theta - e, method="kernel") @ proj
+        assert float(theta.grad[i]) == pytest.approx(float(up - down) / (2 * eps), abs=1e-8)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    n = 17  # 4 blocks and 4 tiles (float32): the passes are split across threads
+    ops, nw = _circuit("ry-cnot-ring", n, 3)
+    prog = compile_fast(ops, n, nw)
+    proj = torch.randn(2**n, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            theta = _theta(nw, 0, torch.float32).requires_grad_()
+            p = fast_probabilities(prog, theta, method="kernel")
+            (p @ proj).backward()
+            out.append((p.detach(), theta.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for p, g in out[1:]:
+        assert torch.equal(p, out[0][0]) and torch.equal(g, out[0][1])
+
+
+def test_a_retained_graph_gives_the_same_gradient_twice():
+    qnn = QNN(10, 3, "ry-cnot-ring", dtype=torch.float64, seed=0)
+    loss = (qnn() ** 2).sum()
+    (g1,) = torch.autograd.grad(loss, qnn.weights, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, qnn.weights)  # psi was un-computed by the first: recomputed
+    torch.testing.assert_close(g1, g2, atol=1e-14, rtol=0)
+
+
+def test_the_qnn_runs_matched_circuits_through_the_kernel(monkeypatch):
+    calls = []
+    original = kernel._KernelProbs.apply
+    monkeypatch.setattr(kernel._KernelProbs, "apply", lambda *a: calls.append(1) or original(*a))
+    ring, other, small = QNN(10, 2, "ry-cnot-ring", seed=0), QNN(10, 2, "ry-rz-cz", seed=0), QNN(5, 2, "ry-cnot-ring")
+    for qnn in (ring, other, small):
+        qnn().sum().backward()
+    assert len(calls) == 1 and uses_kernel(ring._fast, ring.weights)
+    fast = fast_probabilities(ring._fast, ring.weights.detach(), method="adjoint")
+    torch.testing.assert_close(ring().detach(), fast, atol=1e-6, rtol=0)
+    with pytest.raises(RuntimeError, match="not one the compiled kernel runs"):
+        fast_probabilities(other._fast, other.weights, method="kernel")
+
+
+def test_second_derivatives_are_refused():
+    qnn = QNN(9, 1, "ry-cnot-ring", dtype=torch.float64, seed=0)
+    with pytest.raises(RuntimeError, match="first derivatives only; build the QNN with method='autograd'"):
+        torch.autograd.grad(qnn().pow(2).sum(), qnn.weights, create_graph=True)
+
+
+def test_qtrain_kernel_0_turns_it_off(monkeypatch):
+    qnn = QNN(9, 2, "ry-cnot-ring", seed=0)
+    on = qnn().detach()
+    monkeypatch.setenv("QTRAIN_KERNEL", "0")
+    assert not kernel.available() and not uses_kernel(qnn._fast, qnn.weights)
+    torch.testing.assert_close(qnn().detach(), on, atol=1e-6, rtol=0)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        fast_probabilities(qnn._fast, qnn.weights, method="kernel")
+
+
+def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernel, "_libs", {})
+    monkeypatch.setattr(kernel, "_why", [])
+    monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "/bin/false")  # a "compiler" that always fails
+    qnn = QNN(9, 2, "ry-cnot-ring", seed=0)
+    with pytest.warns(RuntimeWarning, match="unavailable, using the PyTorch path"):
+        p = qnn()
+    assert not kernel.available() and not uses_kernel(qnn._fast, qnn.weights)
+    assert p.grad_fn is not None and abs(float(p.detach().sum()) - 1) < 1e-5
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left in the cache
+
+
+def test_the_cache_is_reused(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernel, "_libs", {})
+    monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(tmp_path))
+    assert kernel.available(torch.float32)
+    built = sorted(tmp_path.glob("*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(kernel, "_libs", {})
+    assert kernel.available(torch.float32) and built[0].stat().st_mtime_ns == stamp
+
