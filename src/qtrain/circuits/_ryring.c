@@ -78,16 +78,59 @@ static inline double hsum(V v) {
 
 /* ---- primitives on a contiguous buffer of 2^m amplitudes (m > VB) ---- */
 
-/* RY on bit b >= VB: (a, d) -> (c a - s d, s a + c d) */
-static void ry_fwd(T *x, int m, int b, T c, T s) {
+/* RY on the k consecutive bits b..b+k-1 (all >= VB, k <= 3) in one sweep, 2^k vectors at a
+ * time (named variables, so that they stay in registers): (a, d) -> (c a - s d, s a + c d)
+ * per bit; cs[2e], cs[2e+1] = cos, sin of bit b+e's gate */
+#define BF(a, d, e)                                \
+    do {                                           \
+        V a_ = (a), d_ = (d);                      \
+        (a) = cs[2 * (e)] * a_ - cs[2 * (e) + 1] * d_; \
+        (d) = cs[2 * (e) + 1] * a_ + cs[2 * (e)] * d_; \
+    } while (0)
+#define SWEEP(k, ...)                                                    \
+    do {                                                                 \
+        int sb = b - VB;                                                 \
+        long s0 = 1L << sb, nq = 1L << (m - VB - (k));                   \
+        for (long q = 0; q < nq; q++) {                                  \
+            long j = ((q >> sb) << (sb + (k))) | (q & (s0 - 1));         \
+            __VA_ARGS__                                                  \
+        }                                                                \
+    } while (0)
+
+static void ry_fwd_k(T *x, int m, int b, int k, const T *cs) {
     V *X = (V *)x;
-    long sv = 1L << (b - VB), nv = 1L << (m - VB);
-    for (long i0 = 0; i0 < nv; i0 += 2 * sv)
-        for (long j = i0; j < i0 + sv; j++) {
-            V a = X[j], d = X[j + sv];
-            X[j] = c * a - s * d;
-            X[j + sv] = s * a + c * d;
-        }
+    if (k == 3)
+        SWEEP(3, {
+            V *P = X + j;
+            V v0 = P[0], v1 = P[s0], v2 = P[2 * s0], v3 = P[3 * s0];
+            V v4 = P[4 * s0], v5 = P[5 * s0], v6 = P[6 * s0], v7 = P[7 * s0];
+            BF(v0, v1, 0); BF(v2, v3, 0); BF(v4, v5, 0); BF(v6, v7, 0);
+            BF(v0, v2, 1); BF(v1, v3, 1); BF(v4, v6, 1); BF(v5, v7, 1);
+            BF(v0, v4, 2); BF(v1, v5, 2); BF(v2, v6, 2); BF(v3, v7, 2);
+            P[0] = v0; P[s0] = v1; P[2 * s0] = v2; P[3 * s0] = v3;
+            P[4 * s0] = v4; P[5 * s0] = v5; P[6 * s0] = v6; P[7 * s0] = v7;
+        });
+    else if (k == 2)
+        SWEEP(2, {
+            V *P = X + j;
+            V v0 = P[0], v1 = P[s0], v2 = P[2 * s0], v3 = P[3 * s0];
+            BF(v0, v1, 0); BF(v2, v3, 0); BF(v0, v2, 1); BF(v1, v3, 1);
+            P[0] = v0; P[s0] = v1; P[2 * s0] = v2; P[3 * s0] = v3;
+        });
+    else
+        SWEEP(1, {
+            V *P = X + j;
+            V v0 = P[0], v1 = P[s0];
+            BF(v0, v1, 0);
+            P[0] = v0; P[s0] = v1;
+        });
+}
+
+/* RY on the bits b0..b1-1 (all >= VB), three at a time */
+static void ry_fwd_bits(T *x, int m, int b0, int b1, const T *cs) {
+    int b = b0;
+    for (; b + 3 <= b1; b += 3) ry_fwd_k(x, m, b, 3, cs + 2 * (b - b0));
+    if (b1 > b) ry_fwd_k(x, m, b, b1 - b, cs + 2 * (b - b0));
 }
 
 /* RY on the in-vector bits 0..VB-1 at once; cs[2b], cs[2b+1] = cos, sin of bit b's gate */
@@ -103,24 +146,68 @@ static void ry_fwd_lanes(T *x, int m, const T *cs) {
     }
 }
 
-/* backward of RY on bit b >= VB: returns the gradient, un-rotates psi (x) and lambda (y) */
-static double ry_bwd(T *x, T *y, int m, int b, T c, T s) {
-    V *X = (V *)x, *Y = (V *)y;
-    long sv = 1L << (b - VB), nv = 1L << (m - VB);
-    double g = 0;
-    for (long i0 = 0; i0 < nv; i0 += 2 * sv) {
-        V acc = {0};
-        for (long j = i0; j < i0 + sv; j++) {
-            V a = X[j], d = X[j + sv], la = Y[j], ld = Y[j + sv];
-            acc += ld * a - la * d;
-            X[j] = c * a + s * d;
-            X[j + sv] = c * d - s * a;
-            Y[j] = c * la + s * ld;
-            Y[j + sv] = c * ld - s * la;
-        }
-        g += hsum(acc);
+/* backward of ry_fwd_k: adds each gate's gradient to g[e], un-rotates psi (x) and lambda (y) */
+#define BB(a, d, la, ld, e)                                   \
+    do {                                                      \
+        V a_ = (a), d_ = (d), la_ = (la), ld_ = (ld);         \
+        T c_ = cs[2 * (e)], s_ = cs[2 * (e) + 1];             \
+        acc##e += ld_ * a_ - la_ * d_;                        \
+        (a) = c_ * a_ + s_ * d_;                              \
+        (d) = c_ * d_ - s_ * a_;                              \
+        (la) = c_ * la_ + s_ * ld_;                           \
+        (ld) = c_ * ld_ - s_ * la_;                           \
+    } while (0)
+#define FLUSH(k)                                                                 \
+    if ((q & 255) == 255 || q == nq - 1) { /* float partial sums over <= 256 steps */ \
+        g[0] += 0.5 * hsum(acc0);                                                \
+        acc0 = (V){0};                                                           \
+        if ((k) > 1) { g[1] += 0.5 * hsum(acc1); acc1 = (V){0}; }                \
+        if ((k) > 2) { g[2] += 0.5 * hsum(acc2); acc2 = (V){0}; }                \
     }
-    return 0.5 * g;
+
+static void ry_bwd_k(T *x, T *y, int m, int b, int k, const T *cs, double *g) {
+    V *X = (V *)x, *Y = (V *)y;
+    V acc0 = {0}, acc1 = {0}, acc2 = {0};
+    if (k == 3)
+        SWEEP(3, {
+            V *P = X + j, *Q = Y + j;
+            V v0 = P[0], v1 = P[s0], v2 = P[2 * s0], v3 = P[3 * s0];
+            V v4 = P[4 * s0], v5 = P[5 * s0], v6 = P[6 * s0], v7 = P[7 * s0];
+            V w0 = Q[0], w1 = Q[s0], w2 = Q[2 * s0], w3 = Q[3 * s0];
+            V w4 = Q[4 * s0], w5 = Q[5 * s0], w6 = Q[6 * s0], w7 = Q[7 * s0];
+            BB(v0, v1, w0, w1, 0); BB(v2, v3, w2, w3, 0); BB(v4, v5, w4, w5, 0); BB(v6, v7, w6, w7, 0);
+            BB(v0, v2, w0, w2, 1); BB(v1, v3, w1, w3, 1); BB(v4, v6, w4, w6, 1); BB(v5, v7, w5, w7, 1);
+            BB(v0, v4, w0, w4, 2); BB(v1, v5, w1, w5, 2); BB(v2, v6, w2, w6, 2); BB(v3, v7, w3, w7, 2);
+            P[0] = v0; P[s0] = v1; P[2 * s0] = v2; P[3 * s0] = v3;
+            P[4 * s0] = v4; P[5 * s0] = v5; P[6 * s0] = v6; P[7 * s0] = v7;
+            Q[0] = w0; Q[s0] = w1; Q[2 * s0] = w2; Q[3 * s0] = w3;
+            Q[4 * s0] = w4; Q[5 * s0] = w5; Q[6 * s0] = w6; Q[7 * s0] = w7;
+            FLUSH(3)
+        });
+    else if (k == 2)
+        SWEEP(2, {
+            V *P = X + j, *Q = Y + j;
+            V v0 = P[0], v1 = P[s0], v2 = P[2 * s0], v3 = P[3 * s0];
+            V w0 = Q[0], w1 = Q[s0], w2 = Q[2 * s0], w3 = Q[3 * s0];
+            BB(v0, v1, w0, w1, 0); BB(v2, v3, w2, w3, 0); BB(v0, v2, w0, w2, 1); BB(v1, v3, w1, w3, 1);
+            P[0] = v0; P[s0] = v1; P[2 * s0] = v2; P[3 * s0] = v3;
+            Q[0] = w0; Q[s0] = w1; Q[2 * s0] = w2; Q[3 * s0] = w3;
+            FLUSH(2)
+        });
+    else
+        SWEEP(1, {
+            V *P = X + j, *Q = Y + j;
+            V v0 = P[0], v1 = P[s0], w0 = Q[0], w1 = Q[s0];
+            BB(v0, v1, w0, w1, 0);
+            P[0] = v0; P[s0] = v1; Q[0] = w0; Q[s0] = w1;
+            FLUSH(1)
+        });
+}
+
+static void ry_bwd_bits(T *x, T *y, int m, int b0, int b1, const T *cs, double *g) {
+    int b = b0;
+    for (; b + 3 <= b1; b += 3) ry_bwd_k(x, y, m, b, 3, cs + 2 * (b - b0), g + (b - b0));
+    if (b1 > b) ry_bwd_k(x, y, m, b, b1 - b, cs + 2 * (b - b0), g + (b - b0));
 }
 
 /* backward of the in-vector RYs; adds each gradient to g[b] */
@@ -208,39 +295,37 @@ static int plan_init(Plan *p, int n, int L, int ring, int lbits, int nthreads, c
     return 0;
 }
 
-/* RYs of layer j on the wires whose bits lie in the buffer: wire k sits at bit pos(k) */
+/* RYs of layer j on wires k0..k1-1, which sit at bits n-1-k-shift of the buffer (the low
+ * wires of a block: shift 0; the high wires of a tile: shift l - ch). The bits are
+ * consecutive; those below VB (the last wires) are in-vector. */
 static void layer_ry_fwd(const Plan *p, T *x, int m, int j, int k0, int k1, int shift) {
     const T *cs = p->cs + 2L * p->n * j;
-    T lanes[2 * VB];
-    for (int k = k0; k < k1; k++) {
-        int bit = p->n - 1 - k - shift;
-        if (bit >= VB)
-            ry_fwd(x, m, bit, cs[2 * k], cs[2 * k + 1]);
-        else {
-            lanes[2 * bit] = cs[2 * k];
-            lanes[2 * bit + 1] = cs[2 * k + 1];
-        }
+    T bits[128];
+    int b0 = p->n - k1 - shift, b1 = p->n - k0 - shift; /* bits b0..b1-1 */
+    for (int b = b0; b < b1; b++) {
+        int k = p->n - 1 - b - shift;
+        bits[2 * (b - b0)] = cs[2 * k];
+        bits[2 * (b - b0) + 1] = cs[2 * k + 1];
     }
-    if (k1 == p->n) ry_fwd_lanes(x, m, lanes);
+    int lo = b0 < VB ? VB : b0;
+    if (b0 < VB) ry_fwd_lanes(x, m, bits); /* b0 == 0 then */
+    ry_fwd_bits(x, m, lo, b1, bits + 2 * (lo - b0));
 }
 
 static void layer_ry_bwd(const Plan *p, T *x, T *y, int m, int j, int k0, int k1, int shift, double *g) {
     const T *cs = p->cs + 2L * p->n * j;
-    T lanes[2 * VB];
-    double gl[VB] = {0};
-    for (int k = k0; k < k1; k++) {
-        int bit = p->n - 1 - k - shift;
-        if (bit >= VB)
-            g[k - k0] += ry_bwd(x, y, m, bit, cs[2 * k], cs[2 * k + 1]);
-        else {
-            lanes[2 * bit] = cs[2 * k];
-            lanes[2 * bit + 1] = cs[2 * k + 1];
-        }
+    T bits[128];
+    double gb[64] = {0};
+    int b0 = p->n - k1 - shift, b1 = p->n - k0 - shift;
+    for (int b = b0; b < b1; b++) {
+        int k = p->n - 1 - b - shift;
+        bits[2 * (b - b0)] = cs[2 * k];
+        bits[2 * (b - b0) + 1] = cs[2 * k + 1];
     }
-    if (k1 == p->n) {
-        ry_bwd_lanes(x, y, m, lanes, gl);
-        for (int b = 0; b < VB; b++) g[p->n - 1 - b - k0] += gl[b];
-    }
+    int lo = b0 < VB ? VB : b0;
+    ry_bwd_bits(x, y, m, lo, b1, bits + 2 * (lo - b0), gb + (lo - b0));
+    if (b0 < VB) ry_bwd_lanes(x, y, m, bits, gb);
+    for (int b = b0; b < b1; b++) g[p->n - 1 - b - shift - k0] += gb[b - b0];
 }
 
 static void tile_gather(const Plan *p, T *dst, const T *src, long c0, int inverse_rows) {
