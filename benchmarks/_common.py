@@ -60,6 +60,8 @@ def machine_info() -> dict:
             load = f.read().split()[:3]
     except OSError:
         load = []
+    from qtrain.circuits import kernel
+
     return {
         "date": subprocess.run(["date"], capture_output=True, text=True).stdout.strip(),
         "nproc": os.cpu_count(),
@@ -70,6 +72,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "pennylane": pl,
         "loadavg": load,
+        "circuit_kernel": kernel.available(),  # qtrain's compiled RY + CNOT kernel built and on
     }
 
 

@@ -1,6 +1,8 @@
 """Probabilities forward+backward of each ansatz: qtrain's fast path (``method="adjoint"``,
-the QNN default: the stored backward up to N = 14, the O(2^N) adjoint above), its
-autograd reference and PennyLane default.qubit (torch interface, backprop), medians and
+the QNN default: the compiled kernel for ry-cnot-ring / ry-cnot-chain on the CPU, else the
+stored backward up to N = 14 and the O(2^N) adjoint above), the PyTorch path where the
+kernel ran (``QTRAIN_KERNEL=0``: the same QNN without the kernel), the autograd reference
+and PennyLane default.qubit (torch interface, backprop), medians and
 minima over repeats, ratios taken in the same run (of medians, and of minima: on a shared
 machine the minimum is the better estimate of the undisturbed time).
 
@@ -13,12 +15,14 @@ machine the minimum is the better estimate of the undisturbed time).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import torch
 
 from _common import add_json_option, device_of, machine, machine_info, ms, timeit, write_json
 from qtrain.circuits import QNN
+from qtrain.circuits.fast import uses_kernel
 
 try:
     import pennylane as qml
@@ -75,7 +79,8 @@ def main() -> None:
     info = machine_info()
     print(machine(info))
     print(f"probabilities forward+backward, float32, L = {a.depth}, qtrain on {dev}; times in ms (median / min)")
-    print(f"{'ansatz':14} {'N':>3} {'fast':>19} {'autograd':>19} {'pennylane':>19} {'ag/fast':>15} {'pl/fast':>15}")
+    print(f"{'ansatz':14} {'N':>3} {'fast':>19} {'torch path':>19} {'autograd':>19} {'pennylane':>19} "
+          f"{'torch/fast':>15} {'ag/fast':>15} {'pl/fast':>15}")
     interleaved: list[str] = []
     records: list[dict] = []
     for ansatz in a.ansatz:
@@ -93,6 +98,12 @@ def main() -> None:
                     (qnn() @ proj).backward()
 
                 row[method] = timeit(step, reps, warmup=1, device=dev)
+                if method == "adjoint" and uses_kernel(qnn._fast, qnn.weights):
+                    os.environ["QTRAIN_KERNEL"] = "0"  # the same QNN on the PyTorch path
+                    try:
+                        row["torch"] = timeit(step, reps, warmup=1, device=dev)
+                    finally:
+                        del os.environ["QTRAIN_KERNEL"]
                 del qnn
             if qml is not None and n <= a.pennylane_max:
                 circuit = pennylane_fn(ansatz, n, a.depth)
@@ -131,9 +142,11 @@ def main() -> None:
             ratio = lambda k: (  # noqa: E731
                 f"{row[k][0] / row['adjoint'][0]:7.1f}/{row[k][1] / row['adjoint'][1]:<7.1f}" if k in row else f"{'-':>15}"
             )
-            print(f"{ansatz:14} {n:3d} {cell('adjoint')} {cell('autograd')} {cell('pennylane')} {ratio('autograd')} {ratio('pennylane')}", flush=True)
+            print(f"{ansatz:14} {n:3d} {cell('adjoint')} {cell('torch')} {cell('autograd')} {cell('pennylane')} "
+                  f"{ratio('torch')} {ratio('autograd')} {ratio('pennylane')}", flush=True)
             rec = {"ansatz": ansatz, "n": n, "depth": a.depth}
-            for key, name in (("adjoint", "fast"), ("autograd", "autograd"), ("pennylane", "pennylane")):
+            for key, name in (("adjoint", "fast"), ("torch", "torch_path"), ("autograd", "autograd"),
+                              ("pennylane", "pennylane")):
                 if key in row:
                     rec[f"{name}_median_s"], rec[f"{name}_min_s"] = row[key]
             if "pairs" in row:

@@ -7,7 +7,8 @@ training step needs) with the cotangent ``probe``.
 Routes:
 
 - ``qtrain``: ``QNN(...)()`` then ``(p @ probe).backward()`` (float32; float64 with
-  ``--float64``).
+  ``--float64``): the compiled kernel where it is built; ``qtrain-torch``: the same with
+  ``QTRAIN_KERNEL=0`` (the PyTorch path).
 - ``pl-backprop``: PennyLane ``default.qubit``, torch interface, ``diff_method="backprop"``
   (float64): keeps every intermediate state, so it is skipped past ``--backprop-max``.
 - ``pl-lightning-vjp``: PennyLane ``lightning.qubit`` (C++), the probabilities from one
@@ -33,7 +34,7 @@ import sys
 from _common import add_json_option, machine, machine_info, write_json
 
 CHILD = r"""
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 import numpy as np
 route, n, depth, repeats, check, f64, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6] == "1", int(sys.argv[7])
 import torch
@@ -47,7 +48,9 @@ def rss():
 def make(n):
     angles = np.random.default_rng(0).uniform(0, 2 * np.pi, (depth, n))
     probe = np.linspace(-1, 1, 2**n)
-    if route == "qtrain":
+    if route.startswith("qtrain"):
+        if route == "qtrain-torch":
+            os.environ["QTRAIN_KERNEL"] = "0"
         from qtrain.circuits import QNN
         qnn = QNN(n, depth, "ry-cnot-ring", check_memory=False, dtype=torch.float64 if f64 else torch.float32)
         with torch.no_grad():
@@ -113,7 +116,7 @@ if check:
 print(json.dumps(out))
 """
 
-ROUTES = ("qtrain", "pl-backprop", "pl-lightning-vjp", "pl-lightning-vjp-c64")
+ROUTES = ("qtrain", "qtrain-torch", "pl-backprop", "pl-lightning-vjp", "pl-lightning-vjp-c64")
 
 
 def main() -> None:
@@ -135,8 +138,9 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, ["src", os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(a.threads)}
     print(f"ry-cnot-ring, L = {a.depth}, probabilities forward + one VJP, {a.threads} thread(s); median s (min) / peak extra MiB")
-    print("| N | " + " | ".join(ROUTES) + " | lightning / qtrain | lightning c64 / qtrain | backprop / qtrain |")
-    print("|---|" + "---|" * (len(ROUTES) + 3))
+    print("| N | " + " | ".join(ROUTES) + " | torch path / qtrain | lightning / qtrain | lightning c64 / qtrain "
+          "| backprop / qtrain |")
+    print("|---|" + "---|" * (len(ROUTES) + 4))
     grads, records = {}, []
     for i, n in enumerate(a.n):
         res = {}
@@ -161,8 +165,8 @@ def main() -> None:
         def ratio(r: str, res: dict = res) -> str:
             return f"{res[r]['median_s'] / res['qtrain']['median_s']:.1f}x" if res.get(r) and res.get("qtrain") else "-"
 
-        print(f"| {n} | " + " | ".join(cell(r) for r in ROUTES) + f" | {ratio('pl-lightning-vjp')} | {ratio('pl-lightning-vjp-c64')} | {ratio('pl-backprop')} |",
-              flush=True)
+        print(f"| {n} | " + " | ".join(cell(r) for r in ROUTES) + f" | {ratio('qtrain-torch')} | {ratio('pl-lightning-vjp')} "
+              f"| {ratio('pl-lightning-vjp-c64')} | {ratio('pl-backprop')} |", flush=True)
         records += [{"route": r, "n": n, "depth": a.depth, "threads": a.threads, **res[r]} for r in ROUTES if res.get(r)]
         write_json(a.json, "pennylane-routes", a, info, records, final=False)
     if "qtrain" in grads:

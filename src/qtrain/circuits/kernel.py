@@ -163,7 +163,10 @@ class _KernelProbs(torch.autograd.Function):
         dtype = angles.dtype
         psi = torch.empty(2**n, dtype=dtype)
         probs = torch.empty(2**n, dtype=dtype)
-        args = (n, theta.shape[0], int(ring), _LOW_BITS[dtype], torch.get_num_threads())
+        low = _LOW_BITS[dtype]
+        # one block (N <= low) is one thread's work; starting a second OpenMP runtime's team
+        # for it would only leave its thread spinning beside torch's own afterwards
+        args = (n, theta.shape[0], int(ring), low, torch.get_num_threads() if n > low else 1)
         if lib.qt_forward(*args, _ptr(theta), _ptr(psi), _ptr(probs)):
             raise MemoryError("the circuit kernel could not allocate its scratch buffers")
         ctx.args, ctx.lib, ctx.theta, ctx.psi, ctx.dtype = args, lib, theta, psi, dtype
