@@ -63,7 +63,8 @@ def draw(docs: list[dict], out: str) -> None:
         if kind == "circuits":
             for k, d in enumerate(group):
                 for r in (r for r in d["rows"] if r["ansatz"] == ansatz):
-                    for key, name in (("fast", "qtrain"), ("autograd", "qtrain autograd reference"),
+                    for key, name in (("fast", "qtrain"), ("torch_path", "qtrain, PyTorch path (no kernel)"),
+                                      ("autograd", "qtrain autograd reference"),
                                       ("pennylane", "PennyLane default.qubit")):
                         if f"{key}_median_s" in r:
                             points[name, k].append((r["n"], r[f"{key}_median_s"], _label(d, many)))

@@ -1,7 +1,10 @@
 """The fast simulator: gates fused into wire-window blocks, two ways to differentiate.
 
 :mod:`qtrain.circuits.statevector` is the simple reference; this module computes the
-same probabilities with far fewer, larger operations:
+same probabilities with far fewer, larger operations. (On the CPU, circuits of RY layers
+and CNOT chains or rings, ``"ry-cnot-ring"`` and ``"ry-cnot-chain"``, go instead to a
+small compiled kernel, :mod:`qtrain.circuits.kernel`, when it is built; everything below
+is then its fallback and its cross-check.)
 
 1. **Fusion** (:func:`compile_fast`, once per circuit). The wires are covered by
    *windows* of at most ``max_block`` consecutive wires that overlap by one wire

@@ -107,7 +107,9 @@ class QNN(nn.Module):
         generator: a CPU ``torch.Generator`` to draw the initial angles from.
         check_memory: refuse (``MemoryError``) a circuit whose simulation will not fit.
         method: ``"adjoint"`` (default: fused gate blocks and a hand-written backward
-            that un-computes the states, O(2^N) memory) or ``"autograd"`` (the simple
+            that un-computes the states, O(2^N) memory; on the CPU, ``"ry-cnot-ring"`` and
+            ``"ry-cnot-chain"`` with N >= 8 run through the compiled kernel of
+            :mod:`qtrain.circuits.kernel` when it is built) or ``"autograd"`` (the simple
             reference simulator; keeps every intermediate state). Both give the same
             probabilities and gradients to round-off; only ``"autograd"`` differentiates
             twice (``create_graph=True``).
