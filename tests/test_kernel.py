@@ -192,3 +192,15 @@ def test_the_cache_is_reused(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel, "_libs", {})
     assert kernel.available(torch.float32) and built[0].stat().st_mtime_ns == stamp
 
+
+
+def test_an_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setattr(kernel, "_libs", {})
+    monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(blocker / "cache"))  # cannot be created
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(kernel.tempfile, "tempdir", None)  # re-read TMPDIR
+    assert kernel.available(torch.float32)
+    assert len(list((tmp_path / "tmp").glob("qtrain-*/*.so"))) == 1

@@ -11,7 +11,7 @@ its top). It is compiled on first use with the system's C compiler and cached:
 - compiler: ``$CC`` or ``cc`` (GCC: the code uses GCC's vector extensions), flags
   ``-O3 -march=native -fopenmp``;
 - cache: ``$QTRAIN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/qtrain`` (``~/.cache/qtrain``),
-  one library per source, compiler and CPU;
+  one library per source, compiler and CPU (the temp dir when the cache cannot be created);
 - ``QTRAIN_KERNEL=0`` turns it off. Without a compiler, or if the build fails, a warning
   says why once and :func:`available` returns ``False``: every circuit then runs on the
   PyTorch path, which gives the same values (tests check the two against each other and
@@ -114,9 +114,14 @@ def _build(double: bool) -> ctypes.CDLL:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     flags = [*_FLAGS, f"-DQT_DOUBLE={int(double)}"]
     key = hashlib.sha256("\0".join([_SOURCE.read_text(), cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"ryring-{key}-{'f64' if double else 'f32'}.so"
+    name = f"ryring-{key}-{'f64' if double else 'f32'}.so"
+    path = _cache_dir() / name
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # an unwritable cache (a read-only home): build into the temp dir instead
+            path = Path(tempfile.gettempdir()) / f"qtrain-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             out = Path(tmp) / path.name
             res = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
