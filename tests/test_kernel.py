@@ -194,13 +194,38 @@ def test_the_cache_is_reused(monkeypatch, tmp_path):
 
 
 
-def test_an_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
+@pytest.mark.parametrize("cache", ["missing", "unwritable"])
+def test_an_unwritable_cache_builds_into_a_private_temp_folder(cache, monkeypatch, tmp_path):
+    """A cache that cannot be created (under a file) or written (/proc exists, and takes no
+    files even from root): the library is built in a fresh mode-0700 folder of this process."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setattr(kernel, "_libs", {})
-    monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(blocker / "cache"))  # cannot be created
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(kernel.tempfile, "tempdir", None)  # re-read TMPDIR
+    monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(blocker / "cache") if cache == "missing" else "/proc")
+    monkeypatch.setattr(kernel.tempfile, "tempdir", str(tmp_path))
     assert kernel.available(torch.float32)
-    assert len(list((tmp_path / "tmp").glob("qtrain-*/*.so"))) == 1
+    (folder,) = tmp_path.glob("qtrain-kernel-*")
+    assert len(list(folder.glob("*.so"))) == 1 and folder.stat().st_mode & 0o077 == 0
+
+
+def test_block_sizes_the_kernel_cannot_take_are_refused(monkeypatch):
+    monkeypatch.setitem(kernel._LOW_BITS, torch.float64, 3)  # one vector of float64 per block
+    ops, nw = _circuit("ry-cnot-ring", 9, 2)
+    with pytest.raises(ValueError, match="refused its arguments"):
+        fast_probabilities(compile_fast(ops, 9, nw), _theta(nw, 0), method="kernel")
+
+
+@pytest.mark.parametrize(("low", "n"), [(5, 8), (5, 11), (6, 10), (8, 12)])
+def test_small_blocks_in_float32(low, n, monkeypatch):
+    monkeypatch.setitem(kernel._LOW_BITS, torch.float32, low)
+    ops, nw = _circuit("ry-cnot-ring", n, 4)
+    prog = compile_fast(ops, n, nw)
+    theta = _theta(nw, n)
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(low))
+    t32, t64 = theta.float().requires_grad_(), theta.clone().requires_grad_()
+    p32 = fast_probabilities(prog, t32, method="kernel")
+    p64 = exact_probs(run(compile_ops(ops, n, nw), t64))
+    torch.testing.assert_close(p32.double(), p64, atol=1e-6, rtol=0)
+    (p32.double() @ proj).backward()
+    (p64 @ proj).backward()
+    torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)

@@ -261,7 +261,9 @@ typedef struct {
     T *cs; /* (L, n, 2): cos, sin of theta / 2 */
 } Plan;
 
+/* 0: ready; 1: out of memory; 2: arguments it cannot take (a block must hold two vectors) */
 static int plan_init(Plan *p, int n, int L, int ring, int lbits, int nthreads, const double *theta) {
+    if (n <= VB + 1 || lbits <= VB || L < 1) return 2;
     p->n = n;
     p->L = L;
     p->ring = ring;
@@ -336,7 +338,8 @@ static void tile_scatter(const Plan *p, T *dst, const T *src, long c0, int gray_
 
 int qt_forward(int n, int L, int ring, int lbits, int nthreads, const double *theta, T *psi, T *probs) {
     Plan P;
-    if (n <= VB + 1 || plan_init(&P, n, L, ring, lbits, nthreads, theta)) return 1;
+    int err = plan_init(&P, n, L, ring, lbits, nthreads, theta);
+    if (err) return err;
     Plan *p = &P;
     int mt = p->h + p->ch;
     long scratch = (1L << (mt > p->l ? mt : p->l));
@@ -397,7 +400,8 @@ int qt_forward(int n, int L, int ring, int lbits, int nthreads, const double *th
 int qt_backward(int n, int L, int ring, int lbits, int nthreads, const double *theta, T *psi, const T *gp,
                 T *lam, double *grad) {
     Plan P;
-    if (n <= VB + 1 || plan_init(&P, n, L, ring, lbits, nthreads, theta)) return 1;
+    int err = plan_init(&P, n, L, ring, lbits, nthreads, theta);
+    if (err) return err;
     Plan *p = &P;
     int mt = p->h + p->ch;
     long scratch = (1L << (mt > p->l ? mt : p->l));

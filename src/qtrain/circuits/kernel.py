@@ -11,7 +11,8 @@ its top). It is compiled on first use with the system's C compiler and cached:
 - compiler: ``$CC`` or ``cc`` (GCC: the code uses GCC's vector extensions), flags
   ``-O3 -march=native -fopenmp``;
 - cache: ``$QTRAIN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/qtrain`` (``~/.cache/qtrain``),
-  one library per source, compiler and CPU (the temp dir when the cache cannot be created);
+  one library per source, compiler and CPU (when the cache cannot be written, a private
+  temporary folder for the process);
 - ``QTRAIN_KERNEL=0`` turns it off. Without a compiler, or if the build fails, a warning
   says why once and :func:`available` returns ``False``: every circuit then runs on the
   PyTorch path, which gives the same values (tests check the two against each other and
@@ -27,6 +28,7 @@ its top). It is compiled on first use with the system's C compiler and cached:
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -107,6 +109,17 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
+def _compile(cc: str, flags: list[str], dest: Path) -> None:
+    """Build into a temporary folder beside ``dest``, then move the library into place
+    (atomic: processes building at once leave one complete file)."""
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        out = Path(tmp) / dest.name
+        res = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
+        if res.returncode:
+            raise RuntimeError(f"`{cc}` failed to build {_SOURCE.name}:\n{res.stderr.strip()[-2000:]}")
+        os.replace(out, dest)
+
+
 def _build(double: bool) -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
@@ -119,15 +132,15 @@ def _build(double: bool) -> ctypes.CDLL:
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:  # an unwritable cache (a read-only home): build into the temp dir instead
-            path = Path(tempfile.gettempdir()) / f"qtrain-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            out = Path(tmp) / path.name
-            res = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
-            if res.returncode:
-                raise RuntimeError(f"`{cc}` failed to build {_SOURCE.name}:\n{res.stderr.strip()[-2000:]}")
-            os.replace(out, path)  # atomic: a concurrent build leaves one complete file
+            _compile(cc, flags, path)
+        except OSError:
+            # the cache cannot be written (a read-only home): build for this process alone, in
+            # a fresh private folder (mkdtemp: mode 0700), never in a shared, predictable one
+            # where another user could plant a library first
+            private = tempfile.mkdtemp(prefix="qtrain-kernel-")
+            atexit.register(shutil.rmtree, private, True)
+            path = Path(private) / name
+            _compile(cc, flags, path)
     lib = ctypes.CDLL(str(path))
     ptr, i = ctypes.c_void_p, ctypes.c_int
     lib.qt_forward.argtypes = [i, i, i, i, i, ptr, ptr, ptr]
@@ -140,16 +153,20 @@ def _library(dtype: torch.dtype) -> ctypes.CDLL | None:
     if dtype not in _LOW_BITS or os.environ.get("QTRAIN_KERNEL", "1") == "0":
         return None
     with _lock:
-        if dtype not in _libs:
-            try:
-                _libs[dtype] = _build(dtype == torch.float64)
-            except (OSError, RuntimeError) as err:
-                _libs[dtype] = None
-                if not _why:
-                    _why.append(str(err))
-                    warnings.warn(f"qtrain's compiled circuit kernel is unavailable, using the PyTorch path: {err}",
-                                  RuntimeWarning, stacklevel=3)
-        return _libs[dtype]
+        if dtype in _libs:
+            return _libs[dtype]
+        try:
+            _libs[dtype] = _build(dtype == torch.float64)
+            return _libs[dtype]
+        except (OSError, RuntimeError) as err:
+            _libs[dtype] = None
+            first = not _why
+            if first:
+                _why.append(str(err))
+    if first:  # warned outside the handler: with warnings as errors, the fallback still holds next time
+        warnings.warn(f"qtrain's compiled circuit kernel is unavailable, using the PyTorch path: {_why[0]}",
+                      RuntimeWarning, stacklevel=3)
+    return None
 
 
 def available(dtype: torch.dtype = torch.float32) -> bool:
@@ -159,6 +176,13 @@ def available(dtype: torch.dtype = torch.float32) -> bool:
 
 def _ptr(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
+
+
+def _check(code: int) -> None:
+    if code == 1:
+        raise MemoryError("the circuit kernel could not allocate its scratch buffers")
+    if code:
+        raise ValueError(f"the circuit kernel refused its arguments (code {code}): N or the block size too small")
 
 
 class _KernelProbs(torch.autograd.Function):
@@ -172,9 +196,9 @@ class _KernelProbs(torch.autograd.Function):
         # one block (N <= low) is one thread's work; starting a second OpenMP runtime's team
         # for it would only leave its thread spinning beside torch's own afterwards
         args = (n, theta.shape[0], int(ring), low, torch.get_num_threads() if n > low else 1)
-        if lib.qt_forward(*args, _ptr(theta), _ptr(psi), _ptr(probs)):
-            raise MemoryError("the circuit kernel could not allocate its scratch buffers")
+        _check(lib.qt_forward(*args, _ptr(theta), _ptr(psi), _ptr(probs)))
         ctx.args, ctx.lib, ctx.theta, ctx.psi, ctx.dtype = args, lib, theta, psi, dtype
+        ctx.lock = threading.Lock()  # two threads' backwards of one retained graph must not share psi
         return probs
 
     @staticmethod
@@ -182,18 +206,21 @@ class _KernelProbs(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("the compiled circuit kernel's backward gives first derivatives only; build the QNN "
                                "with method='autograd' for higher-order derivatives")
+        with ctx.lock:
+            return _KernelProbs._backward(ctx, grad_p)
+
+    @staticmethod
+    def _backward(ctx, grad_p: Tensor):
         psi = ctx.psi
         if psi is None:  # an earlier backward (retain_graph) un-computed it: run the forward again
             psi = torch.empty(2 ** ctx.args[0], dtype=ctx.dtype)
             probs = torch.empty_like(psi)  # (held: ctypes takes a raw pointer)
-            if ctx.lib.qt_forward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(probs)):
-                raise MemoryError("the circuit kernel could not allocate its scratch buffers")
+            _check(ctx.lib.qt_forward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(probs)))
         ctx.psi = None
         grad_p = grad_p.to(psi.dtype).contiguous()
         lam = torch.empty_like(psi)
         grad = torch.empty_like(ctx.theta)
-        if ctx.lib.qt_backward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(grad_p), _ptr(lam), _ptr(grad)):
-            raise MemoryError("the circuit kernel could not allocate its scratch buffers")
+        _check(ctx.lib.qt_backward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(grad_p), _ptr(lam), _ptr(grad)))
         return grad.to(grad_p.dtype), None, None, None
 
 
