@@ -256,8 +256,8 @@ static void cnot_wrap(T *x, int m) {
 /* ---- the circuit ---- */
 
 typedef struct {
-    int n, L, ring, l, h, ch, nt;
-    long nblocks, ntiles;
+    int n, L, ring, l, h, ch, mt, nt; /* mt: bits of a tile (h + ch) */
+    long nblocks, ntiles, scratch;    /* scratch: amplitudes of one thread's buffer */
     T *cs; /* (L, n, 2): cos, sin of theta / 2 */
 } Plan;
 
@@ -272,8 +272,10 @@ static int plan_init(Plan *p, int n, int L, int ring, int lbits, int nthreads, c
     p->ch = p->l - p->h;
     if (p->ch < VB + 1) p->ch = VB + 1;
     if (p->ch > p->l) p->ch = p->l;
+    p->mt = p->h + p->ch;
     p->nblocks = 1L << p->h;
     p->ntiles = 1L << (p->l - p->ch);
+    p->scratch = 1L << (p->mt > p->l ? p->mt : p->l);
     p->nt = nthreads < 1 ? 1 : nthreads;
     p->cs = malloc(sizeof(T) * 2 * (size_t)n * L);
     if (!p->cs) return 1;
@@ -341,9 +343,7 @@ int qt_forward(int n, int L, int ring, int lbits, int nthreads, const double *th
     int err = plan_init(&P, n, L, ring, lbits, nthreads, theta);
     if (err) return err;
     Plan *p = &P;
-    int mt = p->h + p->ch;
-    long scratch = (1L << (mt > p->l ? mt : p->l));
-    T *work = aligned_alloc(64, sizeof(T) * scratch * p->nt);
+    T *work = aligned_alloc(64, sizeof(T) * p->scratch * p->nt);
     if (!work) {
         free(p->cs);
         return 1;
@@ -352,7 +352,7 @@ int qt_forward(int n, int L, int ring, int lbits, int nthreads, const double *th
 #pragma omp parallel num_threads(p->nt)
     {
 #ifdef _OPENMP
-        T *s = work + scratch * omp_get_thread_num();
+        T *s = work + p->scratch * omp_get_thread_num();
 #else
         T *s = work;
 #endif
@@ -366,8 +366,8 @@ int qt_forward(int n, int L, int ring, int lbits, int nthreads, const double *th
                 for (long t = 0; t < p->ntiles; t++) {
                     long c0 = t << p->ch;
                     tile_gather(p, s, psi, c0, 0);
-                    if (p->ring && j > 0) cnot_wrap(s, mt);
-                    layer_ry_fwd(p, s, mt, j, 0, p->h, TILE_SHIFT(p));
+                    if (p->ring && j > 0) cnot_wrap(s, p->mt);
+                    layer_ry_fwd(p, s, p->mt, j, 0, p->h, TILE_SHIFT(p));
                     tile_scatter(p, psi, s, c0, 1);
                 }
             }
@@ -403,12 +403,10 @@ int qt_backward(int n, int L, int ring, int lbits, int nthreads, const double *t
     int err = plan_init(&P, n, L, ring, lbits, nthreads, theta);
     if (err) return err;
     Plan *p = &P;
-    int mt = p->h + p->ch;
-    long scratch = (1L << (mt > p->l ? mt : p->l));
     int nlow = p->n - p->h;
     /* partial sums: per layer, per block (low wires) and per tile (high wires) */
     double *part = calloc((size_t)p->L * (p->nblocks * nlow + p->ntiles * p->h), sizeof(double));
-    T *work = aligned_alloc(64, sizeof(T) * scratch * 2 * p->nt);
+    T *work = aligned_alloc(64, sizeof(T) * p->scratch * 2 * p->nt);
     if (!work || !part) {
         free(work);
         free(part);
@@ -419,11 +417,11 @@ int qt_backward(int n, int L, int ring, int lbits, int nthreads, const double *t
 #pragma omp parallel num_threads(p->nt)
     {
 #ifdef _OPENMP
-        T *s = work + 2 * scratch * omp_get_thread_num();
+        T *s = work + 2 * p->scratch * omp_get_thread_num();
 #else
         T *s = work;
 #endif
-        T *s2 = s + scratch;
+        T *s2 = s + p->scratch;
         V *X = (V *)psi, *Lm = (V *)lam;
         const V *G = (const V *)gp;
         long hv = half >> VB;
@@ -456,10 +454,10 @@ int qt_backward(int n, int L, int ring, int lbits, int nthreads, const double *t
                     long c0 = t << p->ch;
                     tile_gather(p, s, psi, c0, 1);
                     tile_gather(p, s2, lam, c0, 1);
-                    layer_ry_bwd(p, s, s2, mt, j, 0, p->h, TILE_SHIFT(p), pt + t * p->h);
+                    layer_ry_bwd(p, s, s2, p->mt, j, 0, p->h, TILE_SHIFT(p), pt + t * p->h);
                     if (p->ring && j > 0) {
-                        cnot_wrap(s, mt);
-                        cnot_wrap(s2, mt);
+                        cnot_wrap(s, p->mt);
+                        cnot_wrap(s2, p->mt);
                     }
                     tile_scatter(p, psi, s, c0, 0);
                     tile_scatter(p, lam, s2, c0, 0);
