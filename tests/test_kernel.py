@@ -4,12 +4,12 @@ the PyTorch fast path; its pattern matching; and the fallback when it cannot be 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from qtrain.circuits import QNN, get_ansatz
-from qtrain.circuits import kernel
+from qtrain.circuits import QNN, get_ansatz, kernel
 from qtrain.circuits.ansatze import Op
 from qtrain.circuits.fast import compile_fast, fast_probabilities, uses_kernel
 from qtrain.circuits.measure import exact_probs
@@ -174,8 +174,10 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel, "_why", [])
     monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "/bin/false")  # a "compiler" that always fails
-    qnn = QNN(9, 2, "ry-cnot-ring", seed=0)
     with pytest.warns(RuntimeWarning, match="unavailable, using the PyTorch path"):
+        qnn = QNN(9, 2, "ry-cnot-ring", seed=0)  # (its memory check asks which simulator will run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
         p = qnn()
     assert not kernel.available() and not uses_kernel(qnn._fast, qnn.weights)
     assert p.grad_fn is not None and abs(float(p.detach().sum()) - 1) < 1e-5
@@ -229,3 +231,21 @@ def test_small_blocks_in_float32(low, n, monkeypatch):
     (p32.double() @ proj).backward()
     (p64 @ proj).backward()
     torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)
+
+
+def test_the_memory_estimate_counts_what_runs(monkeypatch):
+    from qtrain import QTConfig
+    from qtrain.circuits.qnn import estimate_circuit_bytes, simulation_method
+    from qtrain.model import estimate_memory
+
+    ops, _ = _circuit("ry-cnot-ring", 22, 10)
+    assert simulation_method(ops, 22, torch.float32) == "kernel"
+    assert simulation_method(ops, 22, torch.float32, "cuda") == "adjoint"  # the kernel is CPU-only
+    assert simulation_method(_circuit("u3-cu3-ring", 22, 2)[0], 22, torch.float32) == "adjoint"
+    kern = estimate_circuit_bytes(ops, 22, torch.float32, method="kernel")
+    assert 71 * 2**20 < kern < estimate_circuit_bytes(ops, 22, torch.float32, method="adjoint") / 2  # 71 MiB measured
+    cfg = QTConfig(depth=10, ansatz="ry-cnot-ring", mapping="paper")
+    on = estimate_memory(cfg, 2**22)
+    monkeypatch.setenv("QTRAIN_KERNEL", "0")
+    assert simulation_method(ops, 22, torch.float32) == "adjoint"
+    assert estimate_memory(cfg, 2**22) > on

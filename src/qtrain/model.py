@@ -27,8 +27,7 @@ from ._io import atomic_write
 from ._version import __version__
 from .circuits import QNN, get_ansatz
 from .circuits.distributed import DistributedQNN, split_qubits
-from .circuits.fast import supports_fast
-from .circuits.qnn import estimate_circuit_bytes, resolve_dtype
+from .circuits.qnn import estimate_circuit_bytes, resolve_dtype, simulation_method
 from .config import QTConfig
 from .generator import CHUNK_ROWS, WeightGenerator
 from .layout import WeightLayout, match_modules
@@ -68,10 +67,11 @@ _FIXED_BYTES = 64 * 2**20
 backward (first-use imports of torch.func), the C allocator's retained transients."""
 
 
-def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = None) -> int:
+def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = None, *, device=None) -> int:
     """Estimated peak bytes of one generation forward+backward for ``config`` and M weights:
     the circuit simulation, the mapping's activations over M rows, the generated copies
     and a fixed 64 MiB of library working memory (measured by ``benchmarks/bench_chunk.py``).
+    ``device`` (default ``config.device``, else the CPU) decides which simulator is counted.
 
     >>> estimate_memory(QTConfig(depth=16, mapping="paper"), 6690) < 100 * 2**20
     True
@@ -90,7 +90,7 @@ def estimate_memory(config: QTConfig, n_generated: int, n_qubits: int | None = N
     circuit = 0.0 if len(parts) == 1 else 4 * 2**n * elem  # the outer products
     for part in parts:  # a distributed ansatz simulates each part on its own
         ops = get_ansatz(config.ansatz).operations(part, config.depth)
-        method = "adjoint" if supports_fast(ops) else "autograd"  # what QNN will run
+        method = simulation_method(ops, part, dtype, device if device is not None else config.device)
         circuit += estimate_circuit_bytes(ops, part, dtype, method=method)
     return int(circuit + mapping + _FIXED_BYTES)
 
@@ -177,7 +177,7 @@ class QuantumTrain(nn.Module):
             raise ValueError(f"`device`={config.device!r} but CUDA is not available in this torch build/machine")
         if config.check_memory:
             check_fits(
-                estimate_memory(config, m, n),
+                estimate_memory(config, m, n, device=device),
                 device,
                 f"generating {m:,} weights from a {n}-qubit, depth-{config.depth} {config.ansatz!r} circuit",
                 "Use a smaller target, a shallower circuit or a narrower mapping.",

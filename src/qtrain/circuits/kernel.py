@@ -114,7 +114,7 @@ def _compile(cc: str, flags: list[str], dest: Path) -> None:
     (atomic: processes building at once leave one complete file)."""
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         out = Path(tmp) / dest.name
-        res = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
+        res = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True, check=False)
         if res.returncode:
             raise RuntimeError(f"`{cc}` failed to build {_SOURCE.name}:\n{res.stderr.strip()[-2000:]}")
         os.replace(out, dest)
@@ -124,7 +124,7 @@ def _build(double: bool) -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler found (set $CC, or install gcc)")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     flags = [*_FLAGS, f"-DQT_DOUBLE={int(double)}"]
     key = hashlib.sha256("\0".join([_SOURCE.read_text(), cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
     name = f"ryring-{key}-{'f64' if double else 'f32'}.so"

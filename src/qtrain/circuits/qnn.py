@@ -6,18 +6,18 @@ import torch
 from torch import Tensor, nn
 
 from ..resources import check_fits
-from . import get_ansatz
+from . import get_ansatz, kernel
 from .ansatze import Ansatz, Op
-from .gates import GATES
-from .measure import exact_probs
 from .fast import FastProgram, compile_fast, fast_probabilities, supports_fast
+from .gates import GATES
 from .gradients import SPSA, Executor, ParameterShift, executions_per_step
+from .measure import exact_probs
 from .qasm import to_qasm
 from .statevector import Program, compile_ops, run, validate_op
 
 DIFF_METHODS = ("backprop", "parameter-shift", "spsa")
 
-__all__ = ["METHODS", "QNN", "estimate_circuit_bytes", "resolve_dtype"]
+__all__ = ["METHODS", "QNN", "estimate_circuit_bytes", "resolve_dtype", "simulation_method"]
 
 METHODS = ("adjoint", "autograd")
 """Simulation methods: ``"adjoint"`` (fused blocks, hand-written O(2^N)-memory backward;
@@ -44,6 +44,23 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def simulation_method(ops: list[Op], n_qubits: int, dtype: torch.dtype, device=None, method: str = "adjoint") -> str:
+    """What a :class:`QNN` built with ``method`` on ``device`` runs: ``"kernel"`` (the
+    compiled CPU kernel, :mod:`qtrain.circuits.kernel`), ``"adjoint"`` or ``"autograd"``.
+
+    >>> from qtrain.circuits import get_ansatz
+    >>> simulation_method(get_ansatz("u3-cu3-ring").operations(10, 2), 10, torch.float32)
+    'adjoint'
+    """
+    if method == "adjoint" and not supports_fast(ops):
+        return "autograd"
+    if (method == "adjoint" and torch.device(device if device is not None else "cpu").type == "cpu"
+            and dtype in (torch.float32, torch.float64) and n_qubits >= kernel.MIN_QUBITS
+            and kernel.match_layers(ops, n_qubits) is not None and kernel.available(dtype)):
+        return "kernel"
+    return method
+
+
 def estimate_circuit_bytes(ops: list[Op], n_qubits: int, dtype: torch.dtype, *, method: str = "autograd") -> float:
     """Peak bytes of one probabilities forward+backward, from the op list, before compiling.
 
@@ -52,13 +69,16 @@ def estimate_circuit_bytes(ops: list[Op], n_qubits: int, dtype: torch.dtype, *, 
     indices. ``"adjoint"``: a fixed number of state vectors (the kept final state, the
     probabilities and their gradient, two stacked ``(2, 2^N)`` buffers, transient
     copies inside a gradient contraction) plus the shared int32 permutation indices.
-    Both include a 1.3x margin for the allocator (calibrated against measured peak
-    RSS; see ``benchmarks/RESULTS.md``).
+    ``"kernel"``: five (psi, the probabilities, their gradient, lambda and one for the
+    loss's temporaries; see :func:`simulation_method`). All include a 1.3x margin for the
+    allocator (calibrated against measured peak RSS; see ``benchmarks/RESULTS.md``).
     """
     real = all(GATES[op.gate].real for op in ops)
     amp = torch.empty((), dtype=dtype).element_size() * (1 if real else 2)
     elem = torch.empty((), dtype=dtype).element_size()
     dim = 2**n_qubits
+    if method == "kernel":
+        return 1.3 * 5 * amp * dim
     if method == "adjoint":
         perms = len({tuple(op.wires for op in ops if GATES[op.gate].kind == "permutation")} - {()})
         states = 8.0  # psi kept, 2x2 workspace, 2 transient (gradient contraction / controlled half)
@@ -172,7 +192,7 @@ class QNN(nn.Module):
         self.method = method
         if check_memory:
             check_fits(
-                estimate_circuit_bytes(ops, n_qubits, dtype, method=method),
+                estimate_circuit_bytes(ops, n_qubits, dtype, method=simulation_method(ops, n_qubits, dtype, device, method)),
                 device,
                 f"simulating a {n_qubits}-qubit, depth-{depth} {self.ansatz.name!r} circuit",
                 "Use fewer qubits (a smaller target) or a shallower circuit.",
