@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
-from .circuits import ANSATZE
+from .circuits import ANSATZE, QNN
+from .circuits.qnn import simulation_method
 from .config import CENTERINGS, GENERATORS, MAPPINGS, QTConfig
 from .checkpoint import CheckpointError, read_checkpoint_meta
 from .data import DATASETS, DatasetUnavailable
@@ -204,6 +205,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+_SIMULATORS = {
+    "kernel": "compiled CPU kernel (qtrain.circuits.kernel)",
+    "adjoint": "PyTorch: fused gate blocks, hand-written backward",
+    "autograd": "PyTorch: autograd reference",
+}
+
+
+def _simulator(qt: QuantumTrain) -> str | None:
+    """What runs the circuit (a key of ``_SIMULATORS``), or None when the source is no QNN."""
+    qnn = getattr(getattr(qt, "generator", None), "source", None)
+    if not isinstance(qnn, QNN):
+        return None
+    return simulation_method(qnn._ops, qnn.n_qubits, qnn.weights.dtype, qnn.weights.device, qnn.method)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     cfg = _qt_config(args)
@@ -220,9 +236,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("compression M / trainable", f"{c['generated'] / c['trainable']:.2f}"),
         ("memory estimate (fwd+bwd)", format_bytes(estimate_memory(cfg, c["generated"], c["n_qubits"]))),
     ]
+    simulator = _simulator(qt)
+    if simulator is not None:
+        rows.append(("circuit simulator", _SIMULATORS[simulator]))
     drawing = _info_drawing(qt, args.draw) if getattr(args, "draw", None) is not None else None
     if args.json:
         extra = {"drawing": drawing} if drawing is not None else {}
+        extra = {**extra, **({"simulator": simulator} if simulator is not None else {})}
         print(json.dumps({**c, "model": args.model, "memory_bytes": estimate_memory(cfg, c["generated"]), **extra}))
     else:
         print(_table([("quantity", "value"), *rows]))
