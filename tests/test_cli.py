@@ -42,12 +42,15 @@ def test_info_json_reports_the_paper_counts(capsys):
     assert cli.main(["info", "--model", "paper-cnn", "--mapping", "paper", "--depth", "16", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["generated"], info["n_qubits"], info["trainable"]) == (6690, 13, 78 * 16 + 249)
-    assert info["simulator"] == "adjoint"  # u3-cu3-ring: the PyTorch path
+    assert info["simulator"] in ("kernel", "adjoint")  # u3-cu3-ring, N = 13: the kernel where it builds
 
 
 def test_info_names_the_circuit_simulator(capsys, monkeypatch):
     from qtrain.circuits import kernel
 
+    args = ["info", "--model", "paper-cnn", "--depth", "2", "--ansatz", "ry-rz-cz"]
+    assert cli.main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["simulator"] == "adjoint"  # no kernel for this ansatz
     args = ["info", "--model", "paper-cnn", "--depth", "2", "--ansatz", "ry-cnot-ring"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not kernel.available(), reason="needs a C compil
 
 def _circuit(ansatz, n, depth):
     ops = get_ansatz(ansatz).operations(n, depth)
-    return ops, n * depth
+    return ops, n * depth * (6 if ansatz == "u3-cu3-ring" else 1)
 
 
 def _theta(n_weights, seed, dtype=torch.float64):
@@ -249,3 +249,62 @@ def test_the_memory_estimate_counts_what_runs(monkeypatch):
     monkeypatch.setenv("QTRAIN_KERNEL", "0")
     assert simulation_method(ops, 22, torch.float32) == "adjoint"
     assert estimate_memory(cfg, 2**22) > on
+
+
+# --- the u3-cu3-ring kernel (one cache-resident block, N <= 14) ---------------------------
+
+
+def test_the_u3_matcher_finds_the_papers_ring_only():
+    ops = get_ansatz("u3-cu3-ring").operations(9, 2)
+    u, c = kernel.match_u3_layers(ops, 9)
+    assert len(u) == len(c) == 2 and u[1][0] == [54, 55, 56] and c[0][8] == [51, 52, 53]
+    assert kernel.match(ops, 9)[0] == "u3" and kernel.match(ops, 7) is None
+    assert kernel.match_u3_layers(ops[:-1], 9) is None
+    assert kernel.match_u3_layers(ops[:9] + [Op("CU3", (1, 0), (0, 1, 2))] + ops[10:], 9) is None
+    assert kernel.match_u3_layers(get_ansatz("ry-cnot-ring").operations(9, 2), 9) is None
+
+
+@pytest.mark.parametrize(("n", "depth"), [(8, 1), (8, 3), (10, 2), (13, 2), (14, 1)])
+def test_u3_kernel_equals_the_reference_in_float64(n, depth):
+    pk, pr, gk, gr = _kernel_and_reference("u3-cu3-ring", n, depth, seed=n * depth)
+    torch.testing.assert_close(pk, pr, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gk, gr, atol=1e-10, rtol=0)
+
+
+def test_u3_kernel_in_float32_and_against_finite_differences():
+    n = 9
+    ops, nw = _circuit("u3-cu3-ring", n, 3)
+    prog = compile_fast(ops, n, nw)
+    theta = _theta(nw, 4)
+    proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t32, t64 = theta.float().requires_grad_(), theta.clone().requires_grad_()
+    p32, p64 = fast_probabilities(prog, t32, method="kernel"), fast_probabilities(prog, t64, method="kernel")
+    assert p32.dtype == torch.float32
+    torch.testing.assert_close(p32.double(), p64, atol=1e-6, rtol=0)
+    (p32.double() @ proj).backward()
+    (p64 @ proj).backward()
+    torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)
+    eps = 1e-6
+    for i in range(0, nw, 17):
+        e = torch.zeros(nw, dtype=torch.float64)
+        e[i] = eps
+        with torch.no_grad():
+            up = fast_probabilities(prog, theta + e, method="kernel") @ proj
+            down = fast_probabilities(prog, theta - e, method="kernel") @ proj
+        assert float(t64.grad[i]) == pytest.approx(float(up - down) / (2 * eps), abs=1e-8)
+
+
+def test_the_qnn_runs_u3_rings_through_the_kernel_up_to_its_size(monkeypatch):
+    calls = []
+    original = kernel._KernelU3Probs.apply
+    monkeypatch.setattr(kernel._KernelU3Probs, "apply", lambda *a: calls.append(1) or original(*a))
+    small, large = QNN(10, 2, seed=0, dtype=torch.float64), QNN(kernel.U3_MAX_QUBITS[torch.float64] + 1, 1, seed=0,
+                                                                  dtype=torch.float64)
+    for qnn in (small, large):
+        loss = (qnn() ** 2).sum()
+        (g1,) = torch.autograd.grad(loss, qnn.weights, retain_graph=True)
+        (g2,) = torch.autograd.grad(loss, qnn.weights)  # a retained graph: psi recomputed
+        torch.testing.assert_close(g1, g2, atol=1e-13, rtol=0)
+    assert len(calls) == 1 and uses_kernel(small._fast, small.weights) and not uses_kernel(large._fast, large.weights)
+    ref = fast_probabilities(small._fast, small.weights.detach(), method="adjoint")
+    torch.testing.assert_close(small().detach(), ref, atol=1e-12, rtol=0)

@@ -1,10 +1,10 @@
 """The fast simulator: gates fused into wire-window blocks, two ways to differentiate.
 
 :mod:`qtrain.circuits.statevector` is the simple reference; this module computes the
-same probabilities with far fewer, larger operations. (On the CPU, circuits of RY layers
-and CNOT chains or rings, ``"ry-cnot-ring"`` and ``"ry-cnot-chain"``, go instead to a
-small compiled kernel, :mod:`qtrain.circuits.kernel`, when it is built; everything below
-is then its fallback and its cross-check.)
+same probabilities with far fewer, larger operations. (On the CPU, ``"ry-cnot-ring"``,
+``"ry-cnot-chain"`` and, up to N = 14, ``"u3-cu3-ring"`` go instead to small compiled
+kernels, :mod:`qtrain.circuits.kernel`, when they are built; everything below is then
+their fallback and their cross-check.)
 
 1. **Fusion** (:func:`compile_fast`, once per circuit). The wires are covered by
    *windows* of at most ``max_block`` consecutive wires that overlap by one wire
@@ -162,7 +162,7 @@ class FastProgram:
     ctrl: Tensor | None
     n_ops: int
     max_block: int = 0
-    kernel: tuple | None = None  # ((L, N) angle indices, ring) when the compiled kernel can run it
+    kernel: tuple | None = None  # what a compiled kernel can run of it (qtrain.circuits.kernel.match)
     _moved: dict = field(default_factory=dict, repr=False)
     _work: dict = field(default_factory=dict, repr=False)
 
@@ -381,9 +381,8 @@ def compile_fast(ops: list[Op], n_qubits: int, n_weights: int, *, max_block: int
         if isinstance(s, _Ctrl):
             s.tid = len(class_list)
     ctrl = torch.tensor(ctrl_rows, dtype=torch.long) if ctrl_rows else None
-    matched = _kernel.match_layers(ops, n) if n >= _kernel.MIN_QUBITS else None
-    kern = None if matched is None else (torch.tensor(matched[0], dtype=torch.long), matched[1])
-    return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops), g_max, kern)
+    return FastProgram(n, n_weights, real, steps, param_index, fixed_names, class_list, ctrl, len(ops), g_max,
+                       _kernel.match(ops, n))
 
 
 # --- step 2: matrices (ordinary autograd) --------------------------------------------
@@ -989,11 +988,10 @@ _METHODS = ("auto", "kernel", "stored", "adjoint", "autograd")
 
 
 def uses_kernel(prog: FastProgram, weights: Tensor) -> bool:
-    """True when ``method="auto"`` runs ``prog`` at ``weights`` through the compiled
-    kernel (:mod:`qtrain.circuits.kernel`): a matched circuit, CPU, float32 / float64,
-    and the kernel built."""
-    return (prog.kernel is not None and weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64)
-            and _kernel.available(weights.dtype))
+    """True when ``method="auto"`` runs ``prog`` at ``weights`` through a compiled kernel
+    (:mod:`qtrain.circuits.kernel`): a matched circuit of a size it takes, CPU, float32 /
+    float64, and the kernel built."""
+    return _kernel.runs(prog.kernel, prog.n_qubits, weights.dtype, weights.device)
 
 
 def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "auto") -> Tensor:
@@ -1013,8 +1011,8 @@ def fast_probabilities(prog: FastProgram, weights: Tensor, *, method: str = "aut
     flat = weights.reshape(-1)
     if method == "kernel" or (method == "auto" and uses_kernel(prog, flat)):
         if prog.kernel is None:
-            raise RuntimeError("this circuit is not one the compiled kernel runs (see qtrain.circuits.kernel.match_layers)")
-        return _kernel.kernel_probabilities(prog.kernel[0], prog.kernel[1], prog.n_qubits, flat)
+            raise RuntimeError("this circuit is not one the compiled kernel runs (see qtrain.circuits.kernel.match)")
+        return _kernel.kernel_probabilities(prog.kernel, prog.n_qubits, flat)
     dtype = _state_dtype(prog, flat)
     mats = build_matrices(prog, flat) if (prog.param_index or prog.fixed_names or prog.ctrl is not None) else []
     if not mats:  # no gate with a matrix: only CNOTs / CZs acting on |0...0>

@@ -45,16 +45,21 @@ from torch import Tensor
 
 from .ansatze import Op
 
-__all__ = ["MIN_QUBITS", "available", "kernel_probabilities", "match_layers"]
+__all__ = ["MIN_QUBITS", "U3_MAX_QUBITS", "available", "kernel_probabilities", "match", "match_layers",
+           "match_u3_layers", "runs"]
 
 MIN_QUBITS = 8
 """Smallest circuit the kernel takes (below it the PyTorch path is used; both are fast)."""
 
-_SOURCE = Path(__file__).with_name("_ryring.c")
+_SOURCES = {"ry": Path(__file__).with_name("_ryring.c"), "u3": Path(__file__).with_name("_u3ring.c")}
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing", "-shared", "-fPIC"]
 _LOW_BITS = {torch.float32: 15, torch.float64: 14}  # block: 128 KiB of amplitudes (x2 in the backward)
+U3_MAX_QUBITS = {torch.float32: 14, torch.float64: 14}
+"""Largest u3-cu3-ring circuit the kernel takes: its state is one cache-resident block
+(complex64 at N = 14: 128 KiB, psi and lambda together 256 KiB); larger ones take the
+PyTorch path."""
 _lock = threading.Lock()
-_libs: dict[torch.dtype, ctypes.CDLL | None] = {}
+_libs: dict[tuple[str, torch.dtype], ctypes.CDLL | None] = {}
 _why: list[str] = []
 
 
@@ -109,30 +114,31 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
-def _compile(cc: str, flags: list[str], dest: Path) -> None:
+def _compile(cc: str, flags: list[str], source: Path, dest: Path) -> None:
     """Build into a temporary folder beside ``dest``, then move the library into place
     (atomic: processes building at once leave one complete file)."""
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         out = Path(tmp) / dest.name
-        res = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True, check=False)
+        res = subprocess.run([cc, *flags, str(source), "-o", str(out), "-lm"], capture_output=True, text=True, check=False)
         if res.returncode:
-            raise RuntimeError(f"`{cc}` failed to build {_SOURCE.name}:\n{res.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"`{cc}` failed to build {source.name}:\n{res.stderr.strip()[-2000:]}")
         os.replace(out, dest)
 
 
-def _build(double: bool) -> ctypes.CDLL:
+def _build(kind: str, double: bool) -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise RuntimeError("no C compiler found (set $CC, or install gcc)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     flags = [*_FLAGS, f"-DQT_DOUBLE={int(double)}"]
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
-    name = f"ryring-{key}-{'f64' if double else 'f32'}.so"
+    source = _SOURCES[kind]
+    key = hashlib.sha256("\0".join([source.read_text(), cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
+    name = f"{source.stem.lstrip('_')}-{key}-{'f64' if double else 'f32'}.so"
     path = _cache_dir() / name
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _compile(cc, flags, path)
+            _compile(cc, flags, source, path)
         except OSError:
             # the cache cannot be written (a read-only home): build for this process alone, in
             # a fresh private folder (mkdtemp: mode 0700), never in a shared, predictable one
@@ -140,26 +146,31 @@ def _build(double: bool) -> ctypes.CDLL:
             private = tempfile.mkdtemp(prefix="qtrain-kernel-")
             atexit.register(shutil.rmtree, private, True)
             path = Path(private) / name
-            _compile(cc, flags, path)
+            _compile(cc, flags, source, path)
     lib = ctypes.CDLL(str(path))
     ptr, i = ctypes.c_void_p, ctypes.c_int
-    lib.qt_forward.argtypes = [i, i, i, i, i, ptr, ptr, ptr]
-    lib.qt_backward.argtypes = [i, i, i, i, i, ptr, ptr, ptr, ptr, ptr]
-    lib.qt_forward.restype = lib.qt_backward.restype = i
+    if kind == "ry":
+        lib.qt_forward.argtypes = [i, i, i, i, i, ptr, ptr, ptr]
+        lib.qt_backward.argtypes = [i, i, i, i, i, ptr, ptr, ptr, ptr, ptr]
+        lib.qt_forward.restype = lib.qt_backward.restype = i
+    else:
+        lib.qt_u3_forward.argtypes = [i, i, ptr, ptr, ptr, ptr]
+        lib.qt_u3_backward.argtypes = [i, i, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+        lib.qt_u3_forward.restype = lib.qt_u3_backward.restype = i
     return lib
 
 
-def _library(dtype: torch.dtype) -> ctypes.CDLL | None:
+def _library(dtype: torch.dtype, kind: str = "ry") -> ctypes.CDLL | None:
     if dtype not in _LOW_BITS or os.environ.get("QTRAIN_KERNEL", "1") == "0":
         return None
     with _lock:
-        if dtype in _libs:
-            return _libs[dtype]
+        if (kind, dtype) in _libs:
+            return _libs[kind, dtype]
         try:
-            _libs[dtype] = _build(dtype == torch.float64)
-            return _libs[dtype]
+            _libs[kind, dtype] = _build(kind, dtype == torch.float64)
+            return _libs[kind, dtype]
         except (OSError, RuntimeError) as err:
-            _libs[dtype] = None
+            _libs[kind, dtype] = None
             first = not _why
             if first:
                 _why.append(str(err))
@@ -169,9 +180,58 @@ def _library(dtype: torch.dtype) -> ctypes.CDLL | None:
     return None
 
 
-def available(dtype: torch.dtype = torch.float32) -> bool:
-    """True when the kernel is built (or builds now) for ``dtype`` (float32 / float64)."""
-    return _library(dtype) is not None
+def available(dtype: torch.dtype = torch.float32, kind: str = "ry") -> bool:
+    """True when the kernel for ``kind`` (``"ry"``: RY + CNOT layers; ``"u3"``:
+    u3-cu3-ring) is built (or builds now) for ``dtype`` (float32 / float64)."""
+    return _library(dtype, kind) is not None
+
+
+def match_u3_layers(ops: list[Op], n_qubits: int) -> tuple[list, list] | None:
+    """``(U3 angle indices, CU3 angle indices)``, each ``(L, N, 3)``, when ``ops`` is layers
+    of "U3 on wires 0..N-1 in order, then CU3(k, (k + 1) mod N) for k = 0..N-1"
+    (``"u3-cu3-ring"``); ``None`` otherwise.
+
+    >>> from qtrain.circuits import get_ansatz
+    >>> u, c = match_u3_layers(get_ansatz("u3-cu3-ring").operations(3, 1), 3)
+    >>> u[0][1], c[0][2]
+    ([3, 4, 5], [15, 16, 17])
+    """
+    n = n_qubits
+    if n < 2 or not ops or len(ops) % (2 * n):
+        return None
+    us, cs = [], []
+    for lo in range(0, len(ops), 2 * n):
+        rot, ctrl = ops[lo : lo + n], ops[lo + n : lo + 2 * n]
+        if any(op.gate != "U3" or op.wires != (k,) or len(op.params) != 3 for k, op in enumerate(rot)):
+            return None
+        if any(op.gate != "CU3" or op.wires != (k, (k + 1) % n) or len(op.params) != 3 for k, op in enumerate(ctrl)):
+            return None
+        us.append([list(op.params) for op in rot])
+        cs.append([list(op.params) for op in ctrl])
+    return us, cs
+
+
+def match(ops: list[Op], n_qubits: int) -> tuple | None:
+    """What a kernel can run of ``ops``: ``("ry", (L, N) indices, ring)`` or ``("u3", U3
+    indices, CU3 indices)`` as long tensors, or ``None``."""
+    if n_qubits < MIN_QUBITS:
+        return None
+    ry = match_layers(ops, n_qubits)
+    if ry is not None:
+        return "ry", torch.tensor(ry[0], dtype=torch.long), ry[1]
+    u3 = match_u3_layers(ops, n_qubits)
+    if u3 is not None:
+        return "u3", torch.tensor(u3[0], dtype=torch.long), torch.tensor(u3[1], dtype=torch.long)
+    return None
+
+
+def runs(matched: tuple | None, n_qubits: int, dtype: torch.dtype, device=None) -> bool:
+    """True when a kernel runs the :func:`match` result at this size, dtype and device."""
+    if matched is None or dtype not in _LOW_BITS or torch.device(device if device is not None else "cpu").type != "cpu":
+        return False
+    if matched[0] == "u3" and n_qubits > U3_MAX_QUBITS[dtype]:
+        return False
+    return available(dtype, matched[0])
 
 
 def _ptr(t: Tensor) -> ctypes.c_void_p:
@@ -224,24 +284,55 @@ class _KernelProbs(torch.autograd.Function):
         return grad.to(grad_p.dtype), None, None, None
 
 
-def kernel_probabilities(layers: Tensor, ring: bool, n_qubits: int, weights: Tensor) -> Tensor:
-    """The ``2^N`` probabilities of the matched circuit (:func:`match_layers`) at angles
+class _KernelU3Probs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, us: Tensor, cs: Tensor, n: int, lib: ctypes.CDLL) -> Tensor:
+        real = torch.float64 if us.dtype == torch.complex128 else torch.float32
+        u = torch.view_as_real(us.detach().resolve_conj()).to(torch.float64).contiguous()  # (L, N, 2, 2, 2)
+        c = torch.view_as_real(cs.detach().resolve_conj()).to(torch.float64).contiguous()
+        psi = torch.empty(2 * 2**n, dtype=real)
+        probs = torch.empty(2**n, dtype=real)
+        _check(lib.qt_u3_forward(n, u.shape[0], _ptr(u), _ptr(c), _ptr(psi), _ptr(probs)))
+        ctx.n, ctx.lib, ctx.u, ctx.c, ctx.psi, ctx.real, ctx.cdtype = n, lib, u, c, psi, real, us.dtype
+        ctx.lock = threading.Lock()
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad_p: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the compiled circuit kernel's backward gives first derivatives only; build the QNN "
+                               "with method='autograd' for higher-order derivatives")
+        with ctx.lock:
+            psi, n = ctx.psi, ctx.n
+            if psi is None:  # an earlier backward (retain_graph) un-computed it: run the forward again
+                psi = torch.empty(2 * 2**n, dtype=ctx.real)
+                probs = torch.empty(2**n, dtype=ctx.real)  # (held: ctypes takes a raw pointer)
+                _check(ctx.lib.qt_u3_forward(n, ctx.u.shape[0], _ptr(ctx.u), _ptr(ctx.c), _ptr(psi), _ptr(probs)))
+            ctx.psi = None
+            grad_p = grad_p.to(ctx.real).contiguous()
+            lam = torch.empty_like(psi)
+            gu, gc = torch.empty_like(ctx.u), torch.empty_like(ctx.c)
+            _check(ctx.lib.qt_u3_backward(n, ctx.u.shape[0], _ptr(ctx.u), _ptr(ctx.c), _ptr(psi), _ptr(grad_p),
+                                          _ptr(lam), _ptr(gu), _ptr(gc)))
+        return torch.view_as_complex(gu).to(ctx.cdtype), torch.view_as_complex(gc).to(ctx.cdtype), None, None
+
+
+def kernel_probabilities(matched: tuple, n_qubits: int, weights: Tensor) -> Tensor:
+    """The ``2^N`` probabilities of a circuit :func:`match` recognised, at angles
     ``weights`` (flattened), differentiable in them.
 
-    Args:
-        layers: ``(L, N)`` long tensor, the angle index of each layer's RY on each wire.
-        ring: the layers end with CNOT(N-1, 0).
-        n_qubits: N (at least :data:`MIN_QUBITS`).
-        weights: CPU float32 / float64 angles.
-
     Raises:
-        RuntimeError: the kernel is unavailable, or the inputs are not what it takes.
+        RuntimeError: no kernel runs it here (:func:`runs`), with the reason.
     """
-    lib = _library(weights.dtype)
-    if lib is None:
-        raise RuntimeError(f"the compiled circuit kernel is unavailable for {weights.dtype}"
-                           + (f": {_why[0]}" if _why else ""))
-    if weights.device.type != "cpu" or n_qubits < MIN_QUBITS:
-        raise RuntimeError(f"the kernel runs on the CPU with N >= {MIN_QUBITS}, got {weights.device} and N = {n_qubits}")
-    angles = weights.reshape(-1)[layers]  # (L, N): gathered under autograd, so the gradient scatters back
-    return _KernelProbs.apply(angles, n_qubits, ring, lib)
+    if not runs(matched, n_qubits, weights.dtype, weights.device):
+        if weights.dtype in _LOW_BITS and not available(weights.dtype, matched[0]):
+            raise RuntimeError("the compiled circuit kernel is unavailable" + (f": {_why[0]}" if _why else ""))
+        raise RuntimeError(f"no compiled circuit kernel runs this circuit here (N = {n_qubits}, {weights.dtype}, "
+                           f"{weights.device})")
+    flat = weights.reshape(-1)
+    if matched[0] == "ry":
+        # (L, N) angles gathered under autograd, so the gradient scatters back
+        return _KernelProbs.apply(flat[matched[1]], n_qubits, matched[2], _library(weights.dtype, "ry"))
+    from .fast import _u3  # the matrices (and their backward to the angles) stay in PyTorch
+
+    return _KernelU3Probs.apply(_u3(flat[matched[1]]), _u3(flat[matched[2]]), n_qubits, _library(weights.dtype, "u3"))

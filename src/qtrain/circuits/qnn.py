@@ -49,14 +49,12 @@ def simulation_method(ops: list[Op], n_qubits: int, dtype: torch.dtype, device=N
     compiled CPU kernel, :mod:`qtrain.circuits.kernel`), ``"adjoint"`` or ``"autograd"``.
 
     >>> from qtrain.circuits import get_ansatz
-    >>> simulation_method(get_ansatz("u3-cu3-ring").operations(10, 2), 10, torch.float32)
+    >>> simulation_method(get_ansatz("ry-rz-cz").operations(10, 2), 10, torch.float32)
     'adjoint'
     """
     if method == "adjoint" and not supports_fast(ops):
         return "autograd"
-    if (method == "adjoint" and torch.device(device if device is not None else "cpu").type == "cpu"
-            and dtype in (torch.float32, torch.float64) and n_qubits >= kernel.MIN_QUBITS
-            and kernel.match_layers(ops, n_qubits) is not None and kernel.available(dtype)):
+    if method == "adjoint" and kernel.runs(kernel.match(ops, n_qubits), n_qubits, dtype, device):
         return "kernel"
     return method
 
@@ -128,8 +126,8 @@ class QNN(nn.Module):
         check_memory: refuse (``MemoryError``) a circuit whose simulation will not fit.
         method: ``"adjoint"`` (default: fused gate blocks and a hand-written backward
             that un-computes the states, O(2^N) memory; on the CPU, ``"ry-cnot-ring"`` and
-            ``"ry-cnot-chain"`` with N >= 8 run through the compiled kernel of
-            :mod:`qtrain.circuits.kernel` when it is built) or ``"autograd"`` (the simple
+            ``"ry-cnot-chain"`` with N >= 8, and ``"u3-cu3-ring"`` with 8 <= N <= 14, run
+            through the compiled kernels of :mod:`qtrain.circuits.kernel` when they are built) or ``"autograd"`` (the simple
             reference simulator; keeps every intermediate state). Both give the same
             probabilities and gradients to round-off; only ``"autograd"`` differentiates
             twice (``create_graph=True``).
