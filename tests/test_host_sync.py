@@ -32,12 +32,12 @@ class _HostSyncs(TorchDispatchMode):
 
 
 @pytest.mark.parametrize(("width", "ansatz", "kernel"), [
-    (12, "u3-cu3-ring", "1"), (12, "ry-cnot-ring", "0"), (12, "ry-cnot-ring", "1"), (160, "u3-cu3-ring", "1")])
+    (12, "u3-cu3-ring", "0"), (12, "u3-cu3-ring", "1"), (12, "ry-cnot-ring", "0"), (12, "ry-cnot-ring", "1"),
+    (160, "u3-cu3-ring", "1")])
 def test_a_training_step_has_no_host_synchronisation(width, ansatz, kernel, monkeypatch):
-    """width 12: ~200 weights (the stored-state backward; ry-cnot-ring runs through the
-    compiled CPU kernel unless QTRAIN_KERNEL=0, and a GPU takes the PyTorch path); width
-    160: ~26k weights, N = 15 (the un-computing backward and the chunked mapping). The
-    first step builds the caches."""
+    """width 12: ~200 weights, N = 8 (the stored-state backward with QTRAIN_KERNEL=0, as on a
+    GPU; the compiled CPU kernels otherwise); width 160: ~26k weights, N = 15 (the
+    un-computing backward and the chunked mapping). The first step builds the caches."""
     monkeypatch.setenv("QTRAIN_KERNEL", kernel)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 3))
