@@ -1,12 +1,19 @@
-"""A small compiled kernel for the real RY + CNOT circuits (``"ry-cnot-ring"``,
-``"ry-cnot-chain"``) on the CPU, with the pure-PyTorch simulator as the fallback.
+"""Small compiled kernels for qtrain's circuits on the CPU, with the pure-PyTorch
+simulator as the fallback.
 
 The fused-block simulator (:mod:`qtrain.circuits.fast`) spends its time in library calls
 (at small N) and in passes over memory (at large N: six GEMM windows per layer, each
-reading and writing the whole state). ``_ryring.c`` instead applies each layer in two
-cache-resident passes, rotations as vectorised butterflies and the CNOT chain as one
-permuted copy, and computes the adjoint backward in the same passes (see the comments at
-its top). It is compiled on first use with the system's C compiler and cached:
+reading and writing the whole state). Two kernels avoid both (see the comments at the top
+of each source):
+
+- ``_ryring.c``: ``"ry-cnot-ring"`` and ``"ry-cnot-chain"``, N >= 8. Each layer is two
+  cache-resident passes, rotations as vectorised butterflies and the CNOT chain as one
+  permuted copy; the adjoint backward runs in the same passes.
+- ``_u3ring.c``: ``"u3-cu3-ring"`` for 8 <= N <= :data:`U3_MAX_QUBITS`, where the complex
+  state fits in cache as one block. The U3 / CU3 matrices are built and differentiated by
+  PyTorch; the kernel applies them and returns their gradients.
+
+They are compiled on first use with the system's C compiler and cached:
 
 - compiler: ``$CC`` or ``cc`` (GCC: the code uses GCC's vector extensions), flags
   ``-O3 -march=native -fopenmp``;
