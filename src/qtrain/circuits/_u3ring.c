@@ -140,14 +140,14 @@ static void accumulate(const T *lam, const T *psi, int n, int b, int ctype, int 
         V l = blend((V){0}, Lm[q], mask), v = X[q], p = __builtin_shuffle(v, XORC[b]);
         ps += l * v; qs += l * __builtin_shuffle(v, SWAP);
         pc += l * p; qc += l * __builtin_shuffle(p, SWAP);
-        if (++count == 256 || q == nv - 1) {
+        if (++count == 256) {
             ps2 = ps; qs2 = qs; pc2 = pc; qc2 = qc;
             FLUSH2(ps, qs, lo, 0); FLUSH2(ps2, qs2, hi, 3);
             FLUSH2(pc, qc, lo, 1); FLUSH2(pc2, qc2, hi, 2);
             count = 0;
         }
     }
-    if (count) {
+    if (count) { /* the rest */
         ps2 = ps; qs2 = qs; pc2 = pc; qc2 = qc;
         FLUSH2(ps, qs, lo, 0); FLUSH2(ps2, qs2, hi, 3);
         FLUSH2(pc, qc, lo, 1); FLUSH2(pc2, qc2, hi, 2);

@@ -63,8 +63,8 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing", "-shared",
 _LOW_BITS = {torch.float32: 15, torch.float64: 14}  # block: 128 KiB of amplitudes (x2 in the backward)
 U3_MAX_QUBITS = {torch.float32: 14, torch.float64: 14}
 """Largest u3-cu3-ring circuit the kernel takes: its state is one cache-resident block
-(complex64 at N = 14: 128 KiB, psi and lambda together 256 KiB); larger ones take the
-PyTorch path."""
+(at N = 14, psi and lambda together: 256 KiB in complex64, 512 KiB in complex128); larger
+ones take the PyTorch path."""
 _lock = threading.Lock()
 _libs: dict[tuple[str, torch.dtype], ctypes.CDLL | None] = {}
 _why: list[str] = []
