@@ -41,6 +41,30 @@ def _kernel_and_reference(ansatz, n, depth, seed=0):
     return pk, pr, t1.grad, t2.grad
 
 
+def _check_float32(prog, theta, proj):
+    """The kernel in float32 within 1e-6 of float64 (values) and 2e-5 (gradients); returns
+    the float64 angles, their gradient filled."""
+    t32, t64 = theta.float().requires_grad_(), theta.clone().requires_grad_()
+    p32, p64 = fast_probabilities(prog, t32, method="kernel"), fast_probabilities(prog, t64, method="kernel")
+    assert p32.dtype == torch.float32
+    torch.testing.assert_close(p32.double(), p64, atol=1e-6, rtol=0)
+    (p32.double() @ proj).backward()
+    (p64 @ proj).backward()
+    torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)
+    return t64
+
+
+def _check_finite_differences(prog, theta, proj, grad, every, eps=1e-6):
+    """Central differences of ``proj . p(theta)`` against ``grad``, every ``every``-th angle."""
+    for i in range(0, theta.numel(), every):
+        e = torch.zeros_like(theta)
+        e[i] = eps
+        with torch.no_grad():
+            up = fast_probabilities(prog, theta + e, method="kernel") @ proj
+            down = fast_probabilities(prog, theta - e, method="kernel") @ proj
+        assert float(grad[i]) == pytest.approx(float(up - down) / (2 * eps), abs=1e-8)
+
+
 def test_the_pattern_matcher_finds_rings_and_chains_and_nothing_else():
     for ansatz, ring in (("ry-cnot-ring", True), ("ry-cnot-chain", False)):
         layers, found = kernel.match_layers(get_ansatz(ansatz).operations(9, 3), 9)
@@ -85,13 +109,7 @@ def test_float32_stays_within_1e6_of_float64(n):
     prog = compile_fast(ops, n, nw)
     theta = _theta(nw, n)
     proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
-    t32, t64 = theta.float().requires_grad_(), theta.clone().requires_grad_()
-    p32, p64 = fast_probabilities(prog, t32, method="kernel"), fast_probabilities(prog, t64, method="kernel")
-    assert p32.dtype == torch.float32
-    torch.testing.assert_close(p32.double(), p64, atol=1e-6, rtol=0)
-    (p32.double() @ proj).backward()
-    (p64 @ proj).backward()
-    torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)
+    _check_float32(prog, theta, proj)
 
 
 def test_gradients_match_finite_differences():
@@ -101,14 +119,7 @@ def test_gradients_match_finite_differences():
     theta = _theta(nw, 3).requires_grad_()
     proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     (fast_probabilities(prog, theta, method="kernel") @ proj).backward()
-    eps = 1e-6
-    for i in range(0, nw, 5):
-        e = torch.zeros(nw, dtype=torch.float64)
-        e[i] = eps
-        with torch.no_grad():
-            up = fast_probabilities(prog, theta + e, method="kernel") @ proj
-            down = fast_probabilities(prog, theta - e, method="kernel") @ proj
-        assert float(theta.grad[i]) == pytest.approx(float(up - down) / (2 * eps), abs=1e-8)
+    _check_finite_differences(prog, theta.detach(), proj, theta.grad, every=5)
 
 
 def test_results_do_not_depend_on_the_thread_count():
@@ -277,21 +288,8 @@ def test_u3_kernel_in_float32_and_against_finite_differences():
     prog = compile_fast(ops, n, nw)
     theta = _theta(nw, 4)
     proj = torch.randn(2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    t32, t64 = theta.float().requires_grad_(), theta.clone().requires_grad_()
-    p32, p64 = fast_probabilities(prog, t32, method="kernel"), fast_probabilities(prog, t64, method="kernel")
-    assert p32.dtype == torch.float32
-    torch.testing.assert_close(p32.double(), p64, atol=1e-6, rtol=0)
-    (p32.double() @ proj).backward()
-    (p64 @ proj).backward()
-    torch.testing.assert_close(t32.grad.double(), t64.grad, atol=2e-5, rtol=1e-4)
-    eps = 1e-6
-    for i in range(0, nw, 17):
-        e = torch.zeros(nw, dtype=torch.float64)
-        e[i] = eps
-        with torch.no_grad():
-            up = fast_probabilities(prog, theta + e, method="kernel") @ proj
-            down = fast_probabilities(prog, theta - e, method="kernel") @ proj
-        assert float(t64.grad[i]) == pytest.approx(float(up - down) / (2 * eps), abs=1e-8)
+    t64 = _check_float32(prog, theta, proj)
+    _check_finite_differences(prog, theta, proj, t64.grad, every=17)
 
 
 def test_the_qnn_runs_u3_rings_through_the_kernel_up_to_its_size(monkeypatch):

@@ -30,18 +30,7 @@
 #include <omp.h>
 #endif
 
-#if QT_DOUBLE
-typedef double T;
-typedef long long IT;
-#define VB 3
-#else
-typedef float T;
-typedef int IT;
-#define VB 4
-#endif
-#define VL (1 << VB)
-typedef T V __attribute__((vector_size(VL * sizeof(T)), aligned(sizeof(T))));
-typedef IT M __attribute__((vector_size(VL * sizeof(T))));
+#include "_vectors.h"
 
 static M XORM[VB];  /* lane r -> r ^ 2^b: the partner of an in-vector butterfly */
 static V SGN[VB];   /* -1 where bit b of the lane is 0, +1 where it is 1 */
@@ -68,13 +57,6 @@ __attribute__((constructor)) static void init_masks(void) {
     for (int r = 0; r < VL; r++) ODD[r] = (r & 1) ? -1 : 0;
 }
 
-static inline V blend(V a, V b, M m) { return (V)(((M)a & ~m) | ((M)b & m)); }
-
-static inline double hsum(V v) {
-    double s = 0;
-    for (int i = 0; i < VL; i++) s += v[i];
-    return s;
-}
 
 /* ---- primitives on a contiguous buffer of 2^m amplitudes (m > VB) ---- */
 

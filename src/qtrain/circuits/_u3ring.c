@@ -15,19 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if QT_DOUBLE
-typedef double T;
-typedef long long IT;
-#define VB 3
-#else
-typedef float T;
-typedef int IT;
-#define VB 4
-#endif
-#define VL (1 << VB)
+#include "_vectors.h"
 #define CB (VB - 1) /* complex lane bits: VL / 2 amplitudes per vector */
-typedef T V __attribute__((vector_size(VL * sizeof(T)), aligned(sizeof(T))));
-typedef IT M __attribute__((vector_size(VL * sizeof(T))));
 
 static M SWAP;     /* lane r -> r ^ 1: (re, im) -> (im, re) */
 static V SGNRI;    /* -1 on real lanes, +1 on imaginary ones */
@@ -47,13 +36,7 @@ __attribute__((constructor)) static void init_masks(void) {
     }
 }
 
-static inline V blend(V a, V b, M m) { return (V)(((M)a & ~m) | ((M)b & m)); }
 static inline V times_i(V v) { return __builtin_shuffle(v, SWAP) * SGNRI; }
-static inline double hsum(V v) {
-    double s = 0;
-    for (int i = 0; i < VL; i++) s += v[i];
-    return s;
-}
 
 /* u: u00r u00i u01r u01i u10r u10i u11r u11i. ctype 0: no control; 1: control bit c is
  * vector-level (c >= CB); 2: control bit c is in the lanes (c < CB) */

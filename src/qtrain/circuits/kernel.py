@@ -59,6 +59,7 @@ MIN_QUBITS = 8
 """Smallest circuit the kernel takes (below it the PyTorch path is used; both are fast)."""
 
 _SOURCES = {"ry": Path(__file__).with_name("_ryring.c"), "u3": Path(__file__).with_name("_u3ring.c")}
+_HEADER = Path(__file__).with_name("_vectors.h")  # included by both
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing", "-shared", "-fPIC"]
 _LOW_BITS = {torch.float32: 15, torch.float64: 14}  # block: 128 KiB of amplitudes (x2 in the backward)
 U3_MAX_QUBITS = {torch.float32: 14, torch.float64: 14}
@@ -139,7 +140,8 @@ def _build(kind: str, double: bool) -> ctypes.CDLL:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     flags = [*_FLAGS, f"-DQT_DOUBLE={int(double)}"]
     source = _SOURCES[kind]
-    key = hashlib.sha256("\0".join([source.read_text(), cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
+    text = [source.read_text(), _HEADER.read_text()]
+    key = hashlib.sha256("\0".join([*text, cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
     name = f"{source.stem.lstrip('_')}-{key}-{'f64' if double else 'f32'}.so"
     path = _cache_dir() / name
     if not path.exists():
@@ -245,6 +247,12 @@ def _ptr(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
+def _first_derivatives_only() -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError("the compiled circuit kernel's backward gives first derivatives only; build the QNN "
+                           "with method='autograd' for higher-order derivatives")
+
+
 def _check(code: int) -> None:
     if code == 1:
         raise MemoryError("the circuit kernel could not allocate its scratch buffers")
@@ -270,9 +278,7 @@ class _KernelProbs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
-        if torch.is_grad_enabled():
-            raise RuntimeError("the compiled circuit kernel's backward gives first derivatives only; build the QNN "
-                               "with method='autograd' for higher-order derivatives")
+        _first_derivatives_only()
         with ctx.lock:
             return _KernelProbs._backward(ctx, grad_p)
 
@@ -306,9 +312,7 @@ class _KernelU3Probs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
-        if torch.is_grad_enabled():
-            raise RuntimeError("the compiled circuit kernel's backward gives first derivatives only; build the QNN "
-                               "with method='autograd' for higher-order derivatives")
+        _first_derivatives_only()
         with ctx.lock:
             psi, n = ctx.psi, ctx.n
             if psi is None:  # an earlier backward (retain_graph) un-computed it: run the forward again
