@@ -240,7 +240,7 @@ static void cnot_wrap(T *x, int m) {
 typedef struct {
     int n, L, ring, l, h, ch, mt, nt; /* mt: bits of a tile (h + ch) */
     long nblocks, ntiles, scratch;    /* scratch: amplitudes of one thread's buffer */
-    T *cs; /* (L, n, 2): cos, sin of theta / 2 */
+    T *cs; /* (L, n, 2): cos, sin of theta / 2, by bit of the basis index (wire k: bit n-1-k) */
 } Plan;
 
 /* 0: ready; 1: out of memory; 2: arguments it cannot take (a block must hold two vectors) */
@@ -261,10 +261,12 @@ static int plan_init(Plan *p, int n, int L, int ring, int lbits, int nthreads, c
     p->nt = nthreads < 1 ? 1 : nthreads;
     p->cs = malloc(sizeof(T) * 2 * (size_t)n * L);
     if (!p->cs) return 1;
-    for (long i = 0; i < (long)n * L; i++) {
-        p->cs[2 * i] = (T)cos(0.5 * theta[i]);
-        p->cs[2 * i + 1] = (T)sin(0.5 * theta[i]);
-    }
+    for (long j = 0; j < L; j++)
+        for (int k = 0; k < n; k++) {
+            long i = j * n + (n - 1 - k);
+            p->cs[2 * i] = (T)cos(0.5 * theta[j * n + k]);
+            p->cs[2 * i + 1] = (T)sin(0.5 * theta[j * n + k]);
+        }
     return 0;
 }
 
@@ -272,29 +274,17 @@ static int plan_init(Plan *p, int n, int L, int ring, int lbits, int nthreads, c
  * wires of a block: shift 0; the high wires of a tile: shift l - ch). The bits are
  * consecutive; those below VB (the last wires) are in-vector. */
 static void layer_ry_fwd(const Plan *p, T *x, int m, int j, int k0, int k1, int shift) {
-    const T *cs = p->cs + 2L * p->n * j;
-    T bits[128];
     int b0 = p->n - k1 - shift, b1 = p->n - k0 - shift; /* bits b0..b1-1 */
-    for (int b = b0; b < b1; b++) {
-        int k = p->n - 1 - b - shift;
-        bits[2 * (b - b0)] = cs[2 * k];
-        bits[2 * (b - b0) + 1] = cs[2 * k + 1];
-    }
+    const T *bits = p->cs + 2L * (p->n * j + b0 + shift); /* buffer bit b is basis bit b + shift */
     int lo = b0 < VB ? VB : b0;
     if (b0 < VB) ry_fwd_lanes(x, m, bits); /* b0 == 0 then */
     ry_fwd_bits(x, m, lo, b1, bits + 2 * (lo - b0));
 }
 
 static void layer_ry_bwd(const Plan *p, T *x, T *y, int m, int j, int k0, int k1, int shift, double *g) {
-    const T *cs = p->cs + 2L * p->n * j;
-    T bits[128];
     double gb[64] = {0};
     int b0 = p->n - k1 - shift, b1 = p->n - k0 - shift;
-    for (int b = b0; b < b1; b++) {
-        int k = p->n - 1 - b - shift;
-        bits[2 * (b - b0)] = cs[2 * k];
-        bits[2 * (b - b0) + 1] = cs[2 * k + 1];
-    }
+    const T *bits = p->cs + 2L * (p->n * j + b0 + shift);
     int lo = b0 < VB ? VB : b0;
     ry_bwd_bits(x, y, m, lo, b1, bits + 2 * (lo - b0), gb + (lo - b0));
     if (b0 < VB) ry_bwd_lanes(x, y, m, bits, gb);

@@ -36,6 +36,7 @@ They are compiled on first use with the system's C compiler and cached:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -253,6 +254,23 @@ def _first_derivatives_only() -> None:
                            "with method='autograd' for higher-order derivatives")
 
 
+def _keep(ctx, psi: Tensor, run) -> None:
+    """Keep the forward's final state for the backward, and how to make it again: the
+    backward un-computes it in place, so a second backward of a retained graph re-runs."""
+    ctx.psi, ctx.rerun = psi, run
+    ctx.lock = threading.Lock()  # two threads' backwards of one retained graph must not share psi
+
+
+@contextlib.contextmanager
+def _final_state(ctx):
+    """The kept final state (re-run when an earlier backward used it up), for one backward."""
+    _first_derivatives_only()
+    with ctx.lock:
+        psi = ctx.psi if ctx.psi is not None else ctx.rerun()[0]
+        ctx.psi = None
+        yield psi
+
+
 def _check(code: int) -> None:
     if code == 1:
         raise MemoryError("the circuit kernel could not allocate its scratch buffers")
@@ -265,35 +283,28 @@ class _KernelProbs(torch.autograd.Function):
     def forward(ctx, angles: Tensor, n: int, ring: bool, lib: ctypes.CDLL) -> Tensor:
         theta = angles.detach().to(torch.float64).contiguous()
         dtype = angles.dtype
-        psi = torch.empty(2**n, dtype=dtype)
-        probs = torch.empty(2**n, dtype=dtype)
         low = _LOW_BITS[dtype]
         # one block (N <= low) is one thread's work: a thread team for it would only leave its
         # threads spinning beside torch's afterwards (measured: a slower training step)
         args = (n, theta.shape[0], int(ring), low, torch.get_num_threads() if n > low else 1)
-        _check(lib.qt_forward(*args, _ptr(theta), _ptr(psi), _ptr(probs)))
-        ctx.args, ctx.lib, ctx.theta, ctx.psi, ctx.dtype = args, lib, theta, psi, dtype
-        ctx.lock = threading.Lock()  # two threads' backwards of one retained graph must not share psi
+
+        def run() -> tuple[Tensor, Tensor]:  # (psi, probs); the tensors are held while C writes them
+            psi, probs = torch.empty(2**n, dtype=dtype), torch.empty(2**n, dtype=dtype)
+            _check(lib.qt_forward(*args, _ptr(theta), _ptr(psi), _ptr(probs)))
+            return psi, probs
+
+        psi, probs = run()
+        _keep(ctx, psi, run)
+        ctx.args, ctx.lib, ctx.theta = args, lib, theta
         return probs
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
-        _first_derivatives_only()
-        with ctx.lock:
-            return _KernelProbs._backward(ctx, grad_p)
-
-    @staticmethod
-    def _backward(ctx, grad_p: Tensor):
-        psi = ctx.psi
-        if psi is None:  # an earlier backward (retain_graph) un-computed it: run the forward again
-            psi = torch.empty(2 ** ctx.args[0], dtype=ctx.dtype)
-            probs = torch.empty_like(psi)  # (held: ctypes takes a raw pointer)
-            _check(ctx.lib.qt_forward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(probs)))
-        ctx.psi = None
-        grad_p = grad_p.to(psi.dtype).contiguous()
-        lam = torch.empty_like(psi)
-        grad = torch.empty_like(ctx.theta)
-        _check(ctx.lib.qt_backward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(grad_p), _ptr(lam), _ptr(grad)))
+        with _final_state(ctx) as psi:
+            grad_p = grad_p.to(psi.dtype).contiguous()
+            lam = torch.empty_like(psi)
+            grad = torch.empty_like(ctx.theta)
+            _check(ctx.lib.qt_backward(*ctx.args, _ptr(ctx.theta), _ptr(psi), _ptr(grad_p), _ptr(lam), _ptr(grad)))
         return grad.to(grad_p.dtype), None, None, None
 
 
@@ -303,27 +314,24 @@ class _KernelU3Probs(torch.autograd.Function):
         real = torch.float64 if us.dtype == torch.complex128 else torch.float32
         u = torch.view_as_real(us.detach().resolve_conj()).to(torch.float64).contiguous()  # (L, N, 2, 2, 2)
         c = torch.view_as_real(cs.detach().resolve_conj()).to(torch.float64).contiguous()
-        psi = torch.empty(2 * 2**n, dtype=real)
-        probs = torch.empty(2**n, dtype=real)
-        _check(lib.qt_u3_forward(n, u.shape[0], _ptr(u), _ptr(c), _ptr(psi), _ptr(probs)))
-        ctx.n, ctx.lib, ctx.u, ctx.c, ctx.psi, ctx.real, ctx.cdtype = n, lib, u, c, psi, real, us.dtype
-        ctx.lock = threading.Lock()
+
+        def run() -> tuple[Tensor, Tensor]:  # (psi, probs); the tensors are held while C writes them
+            psi, probs = torch.empty(2 * 2**n, dtype=real), torch.empty(2**n, dtype=real)
+            _check(lib.qt_u3_forward(n, u.shape[0], _ptr(u), _ptr(c), _ptr(psi), _ptr(probs)))
+            return psi, probs
+
+        psi, probs = run()
+        _keep(ctx, psi, run)
+        ctx.n, ctx.lib, ctx.u, ctx.c, ctx.real, ctx.cdtype = n, lib, u, c, real, us.dtype
         return probs
 
     @staticmethod
     def backward(ctx, grad_p: Tensor):
-        _first_derivatives_only()
-        with ctx.lock:
-            psi, n = ctx.psi, ctx.n
-            if psi is None:  # an earlier backward (retain_graph) un-computed it: run the forward again
-                psi = torch.empty(2 * 2**n, dtype=ctx.real)
-                probs = torch.empty(2**n, dtype=ctx.real)  # (held: ctypes takes a raw pointer)
-                _check(ctx.lib.qt_u3_forward(n, ctx.u.shape[0], _ptr(ctx.u), _ptr(ctx.c), _ptr(psi), _ptr(probs)))
-            ctx.psi = None
+        with _final_state(ctx) as psi:
             grad_p = grad_p.to(ctx.real).contiguous()
             lam = torch.empty_like(psi)
             gu, gc = torch.empty_like(ctx.u), torch.empty_like(ctx.c)
-            _check(ctx.lib.qt_u3_backward(n, ctx.u.shape[0], _ptr(ctx.u), _ptr(ctx.c), _ptr(psi), _ptr(grad_p),
+            _check(ctx.lib.qt_u3_backward(ctx.n, ctx.u.shape[0], _ptr(ctx.u), _ptr(ctx.c), _ptr(psi), _ptr(grad_p),
                                           _ptr(lam), _ptr(gu), _ptr(gc)))
         return torch.view_as_complex(gu).to(ctx.cdtype), torch.view_as_complex(gc).to(ctx.cdtype), None, None
 
