@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from qtrain import native
 from qtrain.circuits import QNN, get_ansatz, kernel
 from qtrain.circuits.ansatze import Op
 from qtrain.circuits.fast import compile_fast, fast_probabilities, uses_kernel
@@ -181,8 +182,8 @@ def test_qtrain_kernel_0_turns_it_off(monkeypatch):
 
 
 def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
-    monkeypatch.setattr(kernel, "_libs", {})
-    monkeypatch.setattr(kernel, "_why", [])
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "_why", [])
     monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "/bin/false")  # a "compiler" that always fails
     with pytest.warns(RuntimeWarning, match="unavailable, using the PyTorch path"):
@@ -196,13 +197,13 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 
 def test_the_cache_is_reused(monkeypatch, tmp_path):
-    monkeypatch.setattr(kernel, "_libs", {})
+    monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(tmp_path))
     assert kernel.available(torch.float32)
     built = sorted(tmp_path.glob("*.so"))
     assert len(built) == 1
     stamp = built[0].stat().st_mtime_ns
-    monkeypatch.setattr(kernel, "_libs", {})
+    monkeypatch.setattr(native, "_libs", {})
     assert kernel.available(torch.float32) and built[0].stat().st_mtime_ns == stamp
 
 
@@ -213,9 +214,9 @@ def test_an_unwritable_cache_builds_into_a_private_temp_folder(cache, monkeypatc
     files even from root): the library is built in a fresh mode-0700 folder of this process."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    monkeypatch.setattr(kernel, "_libs", {})
+    monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("QTRAIN_KERNEL_CACHE", str(blocker / "cache") if cache == "missing" else "/proc")
-    monkeypatch.setattr(kernel.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path))
     assert kernel.available(torch.float32)
     (folder,) = tmp_path.glob("qtrain-kernel-*")
     assert len(list(folder.glob("*.so"))) == 1 and folder.stat().st_mode & 0o077 == 0

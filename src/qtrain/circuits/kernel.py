@@ -6,24 +6,18 @@ The fused-block simulator (:mod:`qtrain.circuits.fast`) spends its time in libra
 reading and writing the whole state). Two kernels avoid both (see the comments at the top
 of each source):
 
-- ``_ryring.c``: ``"ry-cnot-ring"`` and ``"ry-cnot-chain"``, N >= 8. Each layer is two
+- ``native/_ryring.c``: ``"ry-cnot-ring"`` and ``"ry-cnot-chain"``, N >= 8. Each layer is two
   cache-resident passes, rotations as vectorised butterflies and the CNOT chain as one
   permuted copy; the adjoint backward runs in the same passes.
-- ``_u3ring.c``: ``"u3-cu3-ring"`` for 8 <= N <= :data:`U3_MAX_QUBITS`, where the complex
+- ``native/_u3ring.c``: ``"u3-cu3-ring"`` for 8 <= N <= :data:`U3_MAX_QUBITS`, where the complex
   state fits in cache as one block. The U3 / CU3 matrices are built and differentiated by
   PyTorch; the kernel applies them and returns their gradients.
 
-They are compiled on first use with the system's C compiler and cached:
-
-- compiler: ``$CC`` or ``cc`` (GCC: the code uses GCC's vector extensions), flags
-  ``-O3 -march=native -fopenmp``;
-- cache: ``$QTRAIN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/qtrain`` (``~/.cache/qtrain``),
-  one library per source, compiler and CPU (when the cache cannot be written, a private
-  temporary folder for the process);
-- ``QTRAIN_KERNEL=0`` turns it off. Without a compiler, or if the build fails, a warning
-  says why once and :func:`available` returns ``False``: every circuit then runs on the
-  PyTorch path, which gives the same values (tests check the two against each other and
-  against the reference simulator).
+They are built, cached and loaded by :mod:`qtrain.native` (the system's C compiler, on
+first use; ``QTRAIN_KERNEL=0`` turns them off). Without a compiler, or if the build
+fails, a warning says why once and :func:`available` returns ``False``: every circuit
+then runs on the PyTorch path, which gives the same values (tests check the two against
+each other and against the reference simulator).
 
 >>> import torch
 >>> from qtrain.circuits import QNN
@@ -35,22 +29,15 @@ They are compiled on first use with the system's C compiler and cached:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .. import native
+from ..native import available
 from .ansatze import Op
 
 __all__ = ["MIN_QUBITS", "U3_MAX_QUBITS", "available", "kernel_probabilities", "match", "match_layers",
@@ -59,17 +46,11 @@ __all__ = ["MIN_QUBITS", "U3_MAX_QUBITS", "available", "kernel_probabilities", "
 MIN_QUBITS = 8
 """Smallest circuit the kernel takes (below it the PyTorch path is used; both are fast)."""
 
-_SOURCES = {"ry": Path(__file__).with_name("_ryring.c"), "u3": Path(__file__).with_name("_u3ring.c")}
-_HEADER = Path(__file__).with_name("_vectors.h")  # included by both
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing", "-shared", "-fPIC"]
 _LOW_BITS = {torch.float32: 15, torch.float64: 14}  # block: 128 KiB of amplitudes (x2 in the backward)
 U3_MAX_QUBITS = {torch.float32: 14, torch.float64: 14}
 """Largest u3-cu3-ring circuit the kernel takes: its state is one cache-resident block
 (at N = 14, psi and lambda together: 256 KiB in complex64, 512 KiB in complex128); larger
 ones take the PyTorch path."""
-_lock = threading.Lock()
-_libs: dict[tuple[str, torch.dtype], ctypes.CDLL | None] = {}
-_why: list[str] = []
 
 
 def match_layers(ops: list[Op], n_qubits: int) -> tuple[list[list[int]], bool] | None:
@@ -104,96 +85,6 @@ def match_layers(ops: list[Op], n_qubits: int) -> tuple[list[list[int]], bool] |
         else:
             return layers, ring
     return None
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("QTRAIN_KERNEL_CACHE"):
-        return Path(os.environ["QTRAIN_KERNEL_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qtrain"
-
-
-def _cpu_id() -> str:
-    # -march=native code only runs on CPUs with the same features: key the cache on them
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _compile(cc: str, flags: list[str], source: Path, dest: Path) -> None:
-    """Build into a temporary folder beside ``dest``, then move the library into place
-    (atomic: processes building at once leave one complete file)."""
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        out = Path(tmp) / dest.name
-        res = subprocess.run([cc, *flags, str(source), "-o", str(out), "-lm"], capture_output=True, text=True, check=False)
-        if res.returncode:
-            raise RuntimeError(f"`{cc}` failed to build {source.name}:\n{res.stderr.strip()[-2000:]}")
-        os.replace(out, dest)
-
-
-def _build(kind: str, double: bool) -> ctypes.CDLL:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RuntimeError("no C compiler found (set $CC, or install gcc)")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    flags = [*_FLAGS, f"-DQT_DOUBLE={int(double)}"]
-    source = _SOURCES[kind]
-    text = [source.read_text(), _HEADER.read_text()]
-    key = hashlib.sha256("\0".join([*text, cc, version, *flags, _cpu_id()]).encode()).hexdigest()[:16]
-    name = f"{source.stem.lstrip('_')}-{key}-{'f64' if double else 'f32'}.so"
-    path = _cache_dir() / name
-    if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _compile(cc, flags, source, path)
-        except OSError:
-            # the cache cannot be written (a read-only home): build for this process alone, in
-            # a fresh private folder (mkdtemp: mode 0700), never in a shared, predictable one
-            # where another user could plant a library first
-            private = tempfile.mkdtemp(prefix="qtrain-kernel-")
-            atexit.register(shutil.rmtree, private, True)
-            path = Path(private) / name
-            _compile(cc, flags, source, path)
-    lib = ctypes.CDLL(str(path))
-    ptr, i = ctypes.c_void_p, ctypes.c_int
-    if kind == "ry":
-        lib.qt_forward.argtypes = [i, i, i, i, i, ptr, ptr, ptr]
-        lib.qt_backward.argtypes = [i, i, i, i, i, ptr, ptr, ptr, ptr, ptr]
-        lib.qt_forward.restype = lib.qt_backward.restype = i
-    else:
-        lib.qt_u3_forward.argtypes = [i, i, ptr, ptr, ptr, ptr]
-        lib.qt_u3_backward.argtypes = [i, i, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
-        lib.qt_u3_forward.restype = lib.qt_u3_backward.restype = i
-    return lib
-
-
-def _library(dtype: torch.dtype, kind: str = "ry") -> ctypes.CDLL | None:
-    if dtype not in _LOW_BITS or os.environ.get("QTRAIN_KERNEL", "1") == "0":
-        return None
-    with _lock:
-        if (kind, dtype) in _libs:
-            return _libs[kind, dtype]
-        try:
-            _libs[kind, dtype] = _build(kind, dtype == torch.float64)
-            return _libs[kind, dtype]
-        except (OSError, RuntimeError) as err:
-            _libs[kind, dtype] = None
-            first = not _why
-            if first:
-                _why.append(str(err))
-    if first:  # warned outside the handler: with warnings as errors, the fallback still holds next time
-        warnings.warn(f"qtrain's compiled circuit kernel is unavailable, using the PyTorch path: {_why[0]}",
-                      RuntimeWarning, stacklevel=3)
-    return None
-
-
-def available(dtype: torch.dtype = torch.float32, kind: str = "ry") -> bool:
-    """True when the kernel for ``kind`` (``"ry"``: RY + CNOT layers; ``"u3"``:
-    u3-cu3-ring) is built (or builds now) for ``dtype`` (float32 / float64)."""
-    return _library(dtype, kind) is not None
 
 
 def match_u3_layers(ops: list[Op], n_qubits: int) -> tuple[list, list] | None:
@@ -345,13 +236,13 @@ def kernel_probabilities(matched: tuple, n_qubits: int, weights: Tensor) -> Tens
     """
     if not runs(matched, n_qubits, weights.dtype, weights.device):
         if weights.dtype in _LOW_BITS and not available(weights.dtype, matched[0]):
-            raise RuntimeError("the compiled circuit kernel is unavailable" + (f": {_why[0]}" if _why else ""))
+            raise RuntimeError("the compiled circuit kernel is unavailable" + (f": {native.why()}" if native.why() else ""))
         raise RuntimeError(f"no compiled circuit kernel runs this circuit here (N = {n_qubits}, {weights.dtype}, "
                            f"{weights.device})")
     flat = weights.reshape(-1)
     if matched[0] == "ry":
         # (L, N) angles gathered under autograd, so the gradient scatters back
-        return _KernelProbs.apply(flat[matched[1]], n_qubits, matched[2], _library(weights.dtype, "ry"))
+        return _KernelProbs.apply(flat[matched[1]], n_qubits, matched[2], native.library(weights.dtype, "ry"))
     from .fast import _u3  # the matrices (and their backward to the angles) stay in PyTorch
 
-    return _KernelU3Probs.apply(_u3(flat[matched[1]]), _u3(flat[matched[2]]), n_qubits, _library(weights.dtype, "u3"))
+    return _KernelU3Probs.apply(_u3(flat[matched[1]]), _u3(flat[matched[2]]), n_qubits, native.library(weights.dtype, "u3"))

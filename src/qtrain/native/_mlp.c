@@ -34,7 +34,7 @@
 #include <omp.h>
 #endif
 
-#include "../circuits/_vectors.h" /* the circuit kernels' vector types, shared */
+#include "_vectors.h" /* the vector types, shared with the circuit kernels */
 
 #define TV 8           /* vectors per feature in a tile */
 #define TB (VB + 3)    /* log2 of the rows per tile (TV = 2^3) */

@@ -1,4 +1,4 @@
-/* The scalar and vector types the compiled kernels share (_ryring.c, _u3ring.c, ../native/mlp.c): 64-byte GCC
+/* The scalar and vector types the compiled kernels share (_ryring.c, _u3ring.c, _mlp.c): 64-byte GCC
  * vectors of T (AVX-512 where the compiler targets it, split into narrower registers
  * elsewhere), declared with T's alignment so that any T pointer may be read as vectors.
  * Compiled with -DQT_DOUBLE=0 (float) or 1 (double). */
