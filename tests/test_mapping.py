@@ -155,12 +155,13 @@ def _generator(n, m, mapping, chunk_rows):
 
 @pytest.fixture
 def mlp_rows_calls(monkeypatch):
-    """Counts the generator's uses of the hand-written chunked MLP (``_MLPRows``)."""
+    """Counts the generator's uses of the hand-written chunked MLP (``_MLPRows``) and of
+    the compiled one (``_MLPKernelRows``)."""
     from qtrain import generator
 
     calls = []
-    apply = generator._MLPRows.apply
-    monkeypatch.setattr(generator._MLPRows, "apply", lambda *a: calls.append(1) or apply(*a))
+    for fn in (generator._MLPRows, generator._MLPKernelRows):
+        monkeypatch.setattr(fn, "apply", lambda *a, _apply=fn.apply: calls.append(1) or _apply(*a))
     return calls
 
 
@@ -168,7 +169,8 @@ def mlp_rows_calls(monkeypatch):
 @pytest.mark.parametrize("outputs,output_bias", [(1, True), (1, False), (3, False)])
 @pytest.mark.parametrize("activation", ["gelu", "relu", "silu", "tanh", "gelu-tanh"])
 def test_hand_written_mlp_backward_equals_autograd_over_the_concatenated_rows(activation, outputs, output_bias,
-                                                                              chunk_rows, mlp_rows_calls):
+                                                                              chunk_rows, mlp_rows_calls, monkeypatch):
+    monkeypatch.setenv("QTRAIN_KERNEL", "0")  # the PyTorch path (the compiled one: tests/test_mlp_kernel.py)
     n, m = 9, 300 if outputs == 1 else 290  # R = 300 / 97 rows of 2^9
     mapping = MappingModel(n + 1, (6, 5), n_outputs=outputs, activation=activation.split("-")[0], center=True,
                            output_bias=output_bias, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ctypes
+
 import torch
 from torch import Tensor, nn
 
+from . import native
 from .mapping import MappingModel, ProbabilityTransform, bit_features, plain_modules
 
 __all__ = ["CHUNK_ROWS", "WeightGenerator"]
@@ -100,7 +103,11 @@ class WeightGenerator(nn.Module):
                 # a non-linear MLP through autograd as it is: over one chunk its engine beats the
                 # hand-written backward below, and splitting off the bit columns costs more
                 # elementwise passes than their gradient saves (measured at R = 6,690)
-                out = self.mapping.rows(torch.cat([self.bits, x.unsqueeze(1).to(self.bits.dtype)], dim=1))
+                kern = _MLPKernel.of(self.mapping, n_qubits=self.n_qubits, n_rows=self.n_rows, device=x.device)
+                if kern is not None:  # the compiled kernel, with autograd's own graph for higher derivatives
+                    out = kern.run(x, higher_order=True)
+                else:
+                    out = self.mapping.rows(torch.cat([self.bits, x.unsqueeze(1).to(self.bits.dtype)], dim=1))
         else:
             # an activation-free mapping (the paper's) is one affine map: collapse it once per
             # call, so each row costs (N + 1) C multiply-adds instead of the whole chain
@@ -109,8 +116,12 @@ class WeightGenerator(nn.Module):
             low = self.chunk_rows.bit_length() - 1
             spec = None if affine is not None or not aligned else _MLPSpec.of(
                 self.mapping.net, n_qubits=self.n_qubits, n_rows=self.n_rows, low=low)
+            kern = None if affine is not None else _MLPKernel.of(self.mapping, n_qubits=self.n_qubits,
+                                                                  n_rows=self.n_rows, device=x.device)
             if affine is not None and aligned:
                 out = self._affine_all(x, *affine)
+            elif kern is not None:  # all rows in one call, each tile recomputed in the backward
+                out = kern.run(x, higher_order=False)
             elif spec is not None:
                 out = spec.run(x, bit_features(low, 2**low, dtype=spec.dtype, device=x.device))
             else:
@@ -375,3 +386,108 @@ class _MLPRows(torch.autograd.Function):
             gw0[:, : n - low] = sums.T @ torch.stack(his)
         flat = [t for pair in g_layers for t in pair if t is not None]
         return None, None, g_x, *(t if need else None for t, need in zip(flat, ctx.needs_input_grad[3:]))
+
+
+_KERNEL_ACTS = {None: 0, ("relu", "none"): 1, ("gelu", "none"): 2, ("silu", "none"): 3, ("tanh", "none"): 4}
+
+
+class _MLPKernel:
+    """A mapping MLP ``Linear (act Linear)*`` (one activation kind throughout) over the
+    rows ``[bits(r), x_r]``, ``r < R``, through the compiled kernel ``native/_mlp.c``:
+    the bit columns become two small tables, rows go through in cache-sized tiles and the
+    backward recomputes each tile, so nothing per row is kept but ``x``. Float32 / float64
+    on the CPU; :meth:`of` says ``None`` where it does not apply (then PyTorch runs it).
+    """
+
+    def __init__(self, spec: _MLPSpec, act: int, lib: ctypes.CDLL) -> None:
+        self.spec, self.act, self.lib = spec, act, lib
+        widths = [lin.out_features for lin in spec.linears]
+        self.widths = (ctypes.c_int * len(widths))(*widths)
+
+    @classmethod
+    def of(cls, mapping: nn.Module, *, n_qubits: int, n_rows: int, device) -> _MLPKernel | None:
+        if type(mapping) is not MappingModel or torch.device(device).type != "cpu":
+            return None  # (a subclass may change rows(); the kernel computes MappingModel's)
+        spec = _MLPSpec.of(mapping.net, n_qubits=n_qubits, n_rows=n_rows, low=0)
+        if spec is None or len(spec.linears) < 2:
+            return None
+        kinds = {_KERNEL_ACTS.get(act, -1) for act in spec.acts[:-1]}
+        tensors = [t for lin in spec.linears for t in (lin.weight, lin.bias) if t is not None]
+        if len(kinds) != 1 or -1 in kinds or any(t.dtype != spec.dtype or t.device.type != "cpu" for t in tensors):
+            return None  # mixed or unknown activations (e.g. tanh-approximate GELU), mixed dtypes
+        lib = native.library(spec.dtype, "mlp")
+        return None if lib is None else cls(spec, kinds.pop(), lib)
+
+    def run(self, x: Tensor, *, higher_order: bool) -> Tensor:
+        """``(R,) -> (R, C)``, differentiable in ``x`` and the layers' current tensors;
+        with ``higher_order`` a backward under ``create_graph=True`` goes through PyTorch's
+        layers (so second derivatives are exact), else it is refused."""
+        params = [t for lin in self.spec.linears for t in (lin.weight, lin.bias) if t is not None]
+        return _MLPKernelRows.apply(self, higher_order, x.to(self.spec.dtype), *params)
+
+    def _args(self, x: Tensor, layers) -> tuple:
+        spec = self.spec
+        ws = (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers])
+        bs = (ctypes.c_void_p * len(layers))(*[None if b is None else b.data_ptr() for _, b in layers])
+        return (len(layers) - 1, self.widths, spec.n_qubits, spec.n_rows, self.act, torch.get_num_threads(),
+                x.data_ptr(), ws, bs)
+
+    def forward(self, x: Tensor, layers) -> Tensor:
+        out = torch.empty(self.spec.n_rows, layers[-1][0].shape[0], dtype=self.spec.dtype)
+        _check_mlp(self.lib.qt_mlp_forward(*self._args(x, layers), out.data_ptr()))
+        return out
+
+    def backward(self, x: Tensor, layers, grad: Tensor, need_x: bool, need: list[bool]):
+        g_x = torch.empty_like(x) if need_x else None
+        it = iter(need)
+        g_layers = [(torch.empty_like(w) if next(it) else None, None if b is None else (
+            torch.empty_like(b) if next(it) else None)) for w, b in layers]
+
+        def ptrs(ts):
+            return (ctypes.c_void_p * len(ts))(*[None if t is None else t.data_ptr() for t in ts])
+
+        _check_mlp(self.lib.qt_mlp_backward(*self._args(x, layers), grad.data_ptr(),
+                                            None if g_x is None else g_x.data_ptr(),
+                                            ptrs([g for g, _ in g_layers]), ptrs([g for _, g in g_layers])))
+        return g_x, [t for pair, (_, b) in zip(g_layers, layers) for t in (pair if b is not None else pair[:1])]
+
+    def reference(self, x: Tensor, layers) -> Tensor:
+        """The same MLP through PyTorch's ops over the explicit rows (for higher derivatives)."""
+        spec = self.spec
+        h = torch.cat([bit_features(spec.n_qubits, spec.n_rows, dtype=spec.dtype), x.unsqueeze(1)], dim=1)
+        for i, (w, b) in enumerate(layers):
+            if i:
+                h = _act(spec.acts[i - 1], h)
+            h = torch.nn.functional.linear(h, w, b)
+        return h
+
+
+def _check_mlp(code: int) -> None:
+    if code == 1:
+        raise MemoryError("the mapping kernel could not allocate its buffers")
+    if code:
+        raise ValueError(f"the mapping kernel refused its arguments (code {code})")
+
+
+class _MLPKernelRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kern: _MLPKernel, higher_order: bool, x: Tensor, *params: Tensor) -> Tensor:
+        ctx.kern, ctx.higher_order = kern, higher_order
+        ctx.save_for_backward(x, *params)  # as given: a create_graph backward differentiates through them
+        return kern.forward(x.contiguous(), kern.spec.unpack([p.contiguous() for p in params]))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        kern = ctx.kern
+        x, *params = ctx.saved_tensors
+        need_x, need = ctx.needs_input_grad[2], list(ctx.needs_input_grad[3:])
+        if torch.is_grad_enabled():  # create_graph=True: the kernel's backward is first-order only
+            if not ctx.higher_order:
+                _first_derivatives_only()
+            wrt = [t for t, n in zip([x, *params], [need_x, *need]) if n]
+            out = kern.reference(x, kern.spec.unpack(params))
+            grads = iter(torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True))
+            return None, None, *(next(grads) if n else None for n in [need_x, *need])
+        layers = kern.spec.unpack([p.detach().contiguous() for p in params])
+        g_x, g_params = kern.backward(x.detach().contiguous(), layers, grad.contiguous(), need_x, need)
+        return None, None, g_x, *g_params
