@@ -1,5 +1,5 @@
 # ruff: noqa: B023
-"""The mapping-MLP kernel (src/qtrain/native/_mlp.c, qtrain.generator's _MLPKernel):
+"""The mapping-MLP kernel (src/qtrain/native/mlp.c, not yet wired into the generator):
 compiles it, checks it against autograd (float64 values and gradients, float32 vs float64,
 thread-count independence) and times forward + backward against PyTorch's nn.Sequential over
 the same rows. Run by hand: python benchmarks/bench_mlp_kernel.py (needs gcc)."""
@@ -22,7 +22,7 @@ from qtrain.mapping import bit_features
 _tmp = tempfile.mkdtemp()
 for d in (0, 1):
     subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing", "-shared", "-fPIC",
-                    "-Wno-psabi", f"-DQT_DOUBLE={d}", str(ROOT / "src/qtrain/native/_mlp.c"), "-o",
+                    "-Wno-psabi", f"-DQT_DOUBLE={d}", str(ROOT / "src/qtrain/native/mlp.c"), "-o",
                     f"{_tmp}/mlp{d}.so", "-lm"], check=True)
 libs = {torch.float32: ctypes.CDLL(f"{_tmp}/mlp0.so"), torch.float64: ctypes.CDLL(f"{_tmp}/mlp1.so")}
 VP = ctypes.c_void_p
@@ -38,10 +38,10 @@ def call(net, N, x, gout=None, nt=1):
     C = lins[-1].out_features
     if gout is None:
         out = torch.empty(R, C, dtype=dtype)
-        assert lib.qt_mlp_forward(len(lins) - 1, w, N, ctypes.c_long(R), act, nt, VP(x.data_ptr()), Ws, bs, VP(out.data_ptr()), None) == 0
+        assert lib.qt_mlp_forward(len(lins) - 1, w, N, ctypes.c_long(R), act, nt, VP(x.data_ptr()), Ws, bs, VP(out.data_ptr())) == 0
         return out
     gW = [torch.empty_like(l.weight) for l in lins]; gb = [torch.empty_like(l.bias) for l in lins]; gx = torch.empty_like(x)
-    assert lib.qt_mlp_backward(len(lins) - 1, w, N, ctypes.c_long(R), act, nt, VP(x.data_ptr()), Ws, bs, VP(gout.data_ptr()), VP(gx.data_ptr()), ptrs(gW), ptrs(gb), None) == 0
+    assert lib.qt_mlp_backward(len(lins) - 1, w, N, ctypes.c_long(R), act, nt, VP(x.data_ptr()), Ws, bs, VP(gout.data_ptr()), VP(gx.data_ptr()), ptrs(gW), ptrs(gb)) == 0
     return gx, gW, gb
 def med(f, reps=30):
     f(); f(); ts = []

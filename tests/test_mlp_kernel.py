@@ -97,7 +97,7 @@ def test_kernel_gradient_matches_finite_differences(activation, kernel_calls):
 
 def test_float32_kernel_stays_within_1e_6_of_float64(kernel_calls):
     n, m = 13, 6690
-    g64, _ = _generator(n, m, _mapping(n, (32, 32), "gelu"))
+    g64, p64 = _generator(n, m, _mapping(n, (32, 32), "gelu"))
     g32, _ = _generator(n, m, copy.deepcopy(g64.mapping).float())
     probe = torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     w64, w32 = g64(), g32()
@@ -148,7 +148,7 @@ def test_second_derivatives_in_one_pass_are_exact_and_refused_in_chunks(kernel_c
 
 def test_kernel_off_gives_the_same_generation(monkeypatch, kernel_calls):
     n, m = 10, 1000
-    gen, _ = _generator(n, m, _mapping(n, (8, 8), "silu"))
+    gen, probs = _generator(n, m, _mapping(n, (8, 8), "silu"))
     on = gen().detach()
     assert len(kernel_calls) == 1
     monkeypatch.setenv("QTRAIN_KERNEL", "0")
@@ -183,20 +183,3 @@ def test_the_default_qt_mapping_runs_through_the_kernel(kernel_calls):
     out = qt(torch.randn(4, 20))
     out.sum().backward()
     assert kernel_calls and all(p.grad is not None for p in qt.generator.mapping.parameters())
-
-
-def test_kept_activations_give_the_recomputed_gradients_bit_for_bit(monkeypatch, kernel_calls):
-    """In one pass the forward keeps each tile's activations for the backward (within
-    KEEP_BYTES); a retained graph's second backward reads them again unchanged."""
-    n, m = 13, 6690
-    gen, probs = _generator(n, m, _mapping(n, (32, 32), "gelu", dtype=torch.float32))
-    probe = torch.randn(m, generator=torch.Generator().manual_seed(7))
-    wrt = [probs, *gen.mapping.parameters()]
-    w = gen()
-    kept = torch.autograd.grad(w @ probe, wrt, retain_graph=True)
-    again = torch.autograd.grad(w @ probe, wrt)
-    monkeypatch.setattr(generator, "KEEP_BYTES", 0)
-    recomputed = torch.autograd.grad(gen() @ probe, wrt)
-    assert len(kernel_calls) == 2
-    for a, b, c in zip(kept, again, recomputed):
-        assert torch.equal(a, b) and torch.equal(a, c)

@@ -7,8 +7,9 @@ the wrapper only ever asks for the weight vector.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Sequence
+
+import ctypes
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from . import native
 from .mapping import MappingModel, ProbabilityTransform, bit_features, plain_modules
 
-__all__ = ["CHUNK_ROWS", "KEEP_BYTES", "WeightGenerator"]
+__all__ = ["CHUNK_ROWS", "WeightGenerator"]
 
 CHUNK_ROWS = 1 << 14
 """Above this many weights the mapping runs over chunks of this many rows, recomputing
@@ -387,11 +388,6 @@ class _MLPRows(torch.autograd.Function):
         return None, None, g_x, *(t if need else None for t, need in zip(flat, ctx.needs_input_grad[3:]))
 
 
-KEEP_BYTES = 64 << 20
-"""In one pass (R <= ``chunk_rows``) the compiled mapping kernel keeps each hidden
-activation and its derivative for the backward up to this size (8 MiB for (32, 32) at
-R = 2^14 in float32), saving the backward's recomputation; past it, it recomputes."""
-
 _KERNEL_ACTS = {None: 0, ("relu", "none"): 1, ("gelu", "none"): 2, ("silu", "none"): 3, ("tanh", "none"): 4}
 
 
@@ -423,21 +419,11 @@ class _MLPKernel:
         return None if lib is None else cls(spec, kinds.pop(), lib)
 
     def run(self, x: Tensor, *, higher_order: bool) -> Tensor:
-        """``(R,) -> (R, C)``, differentiable in ``x`` and the layers' current tensors.
-
-        ``higher_order`` (the one-pass route): the forward keeps each tile's activations
-        and their derivatives for the backward when they fit in :data:`KEEP_BYTES`, and a
-        backward under ``create_graph=True`` goes through PyTorch's layers (so second
-        derivatives are exact). Otherwise (chunked) nothing per row is kept but ``x`` and
-        second derivatives are refused."""
+        """``(R,) -> (R, C)``, differentiable in ``x`` and the layers' current tensors;
+        with ``higher_order`` a backward under ``create_graph=True`` goes through PyTorch's
+        layers (so second derivatives are exact), else it is refused."""
         params = [t for lin in self.spec.linears for t in (lin.weight, lin.bias) if t is not None]
-        x = x.to(self.spec.dtype)
-        keep = 0
-        if higher_order and torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-            size = self.lib.qt_mlp_keep_size(len(self.spec.linears) - 1, self.widths,
-                                             self.spec.n_qubits, self.spec.n_rows)
-            keep = size if 0 < size * x.element_size() <= KEEP_BYTES else 0
-        return _MLPKernelRows.apply(self, higher_order, keep, x, *params)
+        return _MLPKernelRows.apply(self, higher_order, x.to(self.spec.dtype), *params)
 
     def _args(self, x: Tensor, layers) -> tuple:
         spec = self.spec
@@ -446,13 +432,12 @@ class _MLPKernel:
         return (len(layers) - 1, self.widths, spec.n_qubits, spec.n_rows, self.act, torch.get_num_threads(),
                 x.data_ptr(), ws, bs)
 
-    def forward(self, x: Tensor, layers, keep: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, layers) -> Tensor:
         out = torch.empty(self.spec.n_rows, layers[-1][0].shape[0], dtype=self.spec.dtype)
-        _check_mlp(self.lib.qt_mlp_forward(*self._args(x, layers), out.data_ptr(),
-                                           None if keep is None else keep.data_ptr()))
+        _check_mlp(self.lib.qt_mlp_forward(*self._args(x, layers), out.data_ptr()))
         return out
 
-    def backward(self, x: Tensor, layers, grad: Tensor, need_x: bool, need: list[bool], keep: Tensor | None):
+    def backward(self, x: Tensor, layers, grad: Tensor, need_x: bool, need: list[bool]):
         g_x = torch.empty_like(x) if need_x else None
         it = iter(need)
         g_layers = [(torch.empty_like(w) if next(it) else None, None if b is None else (
@@ -463,8 +448,7 @@ class _MLPKernel:
 
         _check_mlp(self.lib.qt_mlp_backward(*self._args(x, layers), grad.data_ptr(),
                                             None if g_x is None else g_x.data_ptr(),
-                                            ptrs([g for g, _ in g_layers]), ptrs([g for _, g in g_layers]),
-                                            None if keep is None else keep.data_ptr()))
+                                            ptrs([g for g, _ in g_layers]), ptrs([g for _, g in g_layers])))
         return g_x, [t for pair, (_, b) in zip(g_layers, layers) for t in (pair if b is not None else pair[:1])]
 
     def reference(self, x: Tensor, layers) -> Tensor:
@@ -487,24 +471,23 @@ def _check_mlp(code: int) -> None:
 
 class _MLPKernelRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kern: _MLPKernel, higher_order: bool, keep: int, x: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx, kern: _MLPKernel, higher_order: bool, x: Tensor, *params: Tensor) -> Tensor:
         ctx.kern, ctx.higher_order = kern, higher_order
         ctx.save_for_backward(x, *params)  # as given: a create_graph backward differentiates through them
-        ctx.keep = torch.empty(keep, dtype=x.dtype) if keep else None  # (read only by the backward)
-        return kern.forward(x.contiguous(), kern.spec.unpack([p.contiguous() for p in params]), ctx.keep)
+        return kern.forward(x.contiguous(), kern.spec.unpack([p.contiguous() for p in params]))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         kern = ctx.kern
         x, *params = ctx.saved_tensors
-        need_x, need = ctx.needs_input_grad[3], list(ctx.needs_input_grad[4:])
+        need_x, need = ctx.needs_input_grad[2], list(ctx.needs_input_grad[3:])
         if torch.is_grad_enabled():  # create_graph=True: the kernel's backward is first-order only
             if not ctx.higher_order:
                 _first_derivatives_only()
             wrt = [t for t, n in zip([x, *params], [need_x, *need]) if n]
             out = kern.reference(x, kern.spec.unpack(params))
             grads = iter(torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True))
-            return None, None, None, *(next(grads) if n else None for n in [need_x, *need])
+            return None, None, *(next(grads) if n else None for n in [need_x, *need])
         layers = kern.spec.unpack([p.detach().contiguous() for p in params])
-        g_x, g_params = kern.backward(x.detach().contiguous(), layers, grad.contiguous(), need_x, need, ctx.keep)
-        return None, None, None, g_x, *g_params
+        g_x, g_params = kern.backward(x.detach().contiguous(), layers, grad.contiguous(), need_x, need)
+        return None, None, g_x, *g_params

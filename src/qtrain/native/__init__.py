@@ -60,13 +60,12 @@ def _argtypes(lib: ctypes.CDLL, kind: str) -> None:
     signatures = {
         "ry": {"qt_forward": [i, i, i, i, i, ptr, ptr, ptr], "qt_backward": [i, i, i, i, i, ptr, ptr, ptr, ptr, ptr]},
         "u3": {"qt_u3_forward": [i, i, ptr, ptr, ptr, ptr], "qt_u3_backward": [i, i, ptr, ptr, ptr, ptr, ptr, ptr, ptr]},
-        "mlp": {"qt_mlp_forward": [i, ptr, i, n, i, i, ptr, ptr, ptr, ptr, ptr],
-                "qt_mlp_backward": [i, ptr, i, n, i, i, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr],
-                "qt_mlp_keep_size": [i, ptr, i, n]},
+        "mlp": {"qt_mlp_forward": [i, ptr, i, n, i, i, ptr, ptr, ptr, ptr],
+                "qt_mlp_backward": [i, ptr, i, n, i, i, ptr, ptr, ptr, ptr, ptr, ptr, ptr]},
     }[kind]
     for name, args in signatures.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, n if name.endswith("_size") else i
+        fn.argtypes, fn.restype = args, i
 
 
 def _cache_dir() -> Path:

@@ -1,6 +1,6 @@
-/* qtrain's compiled kernel for the mapping MLP of a generator (qtrain.generator's
- * _MLPKernel; timed by benchmarks/bench_mlp_kernel.py): outputs forward, and the backward
- * with the activations recomputed (or read from what the forward kept), over the rows r < R of
+/* qtrain's compiled kernel for the mapping MLP of a generator (not yet wired into
+ * qtrain.generator; checked and timed by benchmarks/bench_mlp_kernel.py): outputs forward,
+ * and the backward with the activations recomputed, over the rows r < R of
  *
  *     h_0 = lo[r mod TR] + hi[r div TR] + x_r wx        (the first layer, from two tables)
  *     h_i = W_i act(h_{i-1}) + b_i,   i = 1..K          (out_r = h_K, C values)
@@ -323,40 +323,8 @@ static void carve(const Plan *p, V *s, V **H, V **A, V **out, V **g1, V **g2) {
     *g2 = s;
 }
 
-/* what one tile keeps for the backward: each hidden layer's act'(h) and act(h), (w_i, TV) vectors each */
-static long kept_per_tile(const Plan *p) {
-    long hidden = 0;
-    for (int i = 0; i < p->K; i++) hidden += p->w[i];
-    return 2 * hidden * TV;
-}
-
-/* point H, A at tile q's share of `keep` (laid out as carve() lays out a thread's buffers) */
-static void kept_tile(const Plan *p, V *keep, long q, V **H, V **A) {
-    V *s = keep + kept_per_tile(p) * q;
-    for (int i = 0; i < p->K; i++) {
-        H[i] = s, s += (long)p->w[i] * TV;
-        A[i] = s, s += (long)p->w[i] * TV;
-    }
-}
-
-/* T elements of the `keep` buffer qt_mlp_forward fills for qt_mlp_backward; -1: bad arguments */
-long qt_mlp_keep_size(int K, const int *w, int n, long R) {
-    if (K < 1 || K > 63 || n < 1 || n > 62 || R < 1 || R > (1L << n)) return -1;
-    Plan p;
-    memset(&p, 0, sizeof p);
-    p.K = K;
-    for (int i = 0; i < K; i++) {
-        if (w[i] < 1) return -1;
-        p.w[i] = (w[i] + 3) / 4 * 4;
-    }
-    return kept_per_tile(&p) * ((R + TR - 1) / TR) * VL;
-}
-
-/* out: (R, C) row-major. keep: NULL, or qt_mlp_keep_size() T's (any T alignment) that the
- * forward fills with the activations and their derivatives, so that the backward given the
- * same buffer reads them instead of recomputing the tiles. */
 int qt_mlp_forward(int K, const int *w, int n, long R, int act, int nthreads, const T *x, const T *const *Ws,
-                   const T *const *bs, T *out, T *keep) {
+                   const T *const *bs, T *out) {
     Plan p;
     int code = plan_init(&p, K, w, n, R, act, Ws, bs);
     if (code) return code;
@@ -379,8 +347,7 @@ int qt_mlp_forward(int K, const int *w, int n, long R, int act, int nthreads, co
 #pragma omp for schedule(static)
         for (long q = 0; q < p.ntiles; q++) {
             load_x(&p, q, x, xs);
-            if (keep) kept_tile(&p, (V *)keep, q, H, A);
-            tile_forward(&p, q, xs, H, A, o, keep != NULL);
+            tile_forward(&p, q, xs, H, A, o, 0);
             long r0 = q * TR, k = R - r0 < TR ? R - r0 : TR;
             const T *ot = (const T *)o;
             for (int c = 0; c < creal; c++)
@@ -411,10 +378,9 @@ static void flush(const Acc *a, double *d) {
     memset(a->acc, 0, (a->nsum + a->nlane) * sizeof(V));
 }
 
-/* gWs, gbs: like Ws, bs (a gbs[i] may be NULL); gx: dL/dx, or NULL; keep: what the forward
- * kept (read only), or NULL to recompute each tile */
+/* gWs, gbs: like Ws, bs (a gbs[i] may be NULL); gx: dL/dx, or NULL */
 int qt_mlp_backward(int K, const int *w, int n, long R, int act, int nthreads, const T *x, const T *const *Ws,
-                    const T *const *bs, const T *gout, T *gx, T *const *gWs, T *const *gbs, const T *keep) {
+                    const T *const *bs, const T *gout, T *gx, T *const *gWs, T *const *gbs) {
     Plan p;
     int code = plan_init(&p, K, w, n, R, act, Ws, bs);
     if (code) return code;
@@ -461,10 +427,7 @@ int qt_mlp_backward(int K, const int *w, int n, long R, int act, int nthreads, c
             double *d = slot + nd * s;
             for (long q = q0; q < q1; q++) {
                 load_x(&p, q, x, xs);
-                if (keep)
-                    kept_tile(&p, (V *)keep, q, H, A); /* (only read below) */
-                else
-                    tile_forward(&p, q, xs, H, A, o, 1);
+                tile_forward(&p, q, xs, H, A, o, 1);
                 long r0 = q * TR, k = R - r0 < TR ? R - r0 : TR;
                 /* dL/dout into the (C, TV) layout, zero on padded units and rows */
                 T *g = (T *)g1;
