@@ -1,5 +1,5 @@
 # ruff: noqa: B023
-"""The mapping-MLP kernel (src/qtrain/native/mlp.c, not yet wired into the generator):
+"""The mapping-MLP kernel (src/qtrain/native/_mlp.c, qtrain.generator's _MLPKernel):
 compiles it, checks it against autograd (float64 values and gradients, float32 vs float64,
 thread-count independence) and times forward + backward against PyTorch's nn.Sequential over
 the same rows. Run by hand: python benchmarks/bench_mlp_kernel.py (needs gcc)."""
@@ -22,7 +22,7 @@ from qtrain.mapping import bit_features
 _tmp = tempfile.mkdtemp()
 for d in (0, 1):
     subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-fno-strict-aliasing", "-shared", "-fPIC",
-                    "-Wno-psabi", f"-DQT_DOUBLE={d}", str(ROOT / "src/qtrain/native/mlp.c"), "-o",
+                    "-Wno-psabi", f"-DQT_DOUBLE={d}", str(ROOT / "src/qtrain/native/_mlp.c"), "-o",
                     f"{_tmp}/mlp{d}.so", "-lm"], check=True)
 libs = {torch.float32: ctypes.CDLL(f"{_tmp}/mlp0.so"), torch.float64: ctypes.CDLL(f"{_tmp}/mlp1.so")}
 VP = ctypes.c_void_p

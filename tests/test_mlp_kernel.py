@@ -97,7 +97,7 @@ def test_kernel_gradient_matches_finite_differences(activation, kernel_calls):
 
 def test_float32_kernel_stays_within_1e_6_of_float64(kernel_calls):
     n, m = 13, 6690
-    g64, p64 = _generator(n, m, _mapping(n, (32, 32), "gelu"))
+    g64, _ = _generator(n, m, _mapping(n, (32, 32), "gelu"))
     g32, _ = _generator(n, m, copy.deepcopy(g64.mapping).float())
     probe = torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     w64, w32 = g64(), g32()
@@ -148,7 +148,7 @@ def test_second_derivatives_in_one_pass_are_exact_and_refused_in_chunks(kernel_c
 
 def test_kernel_off_gives_the_same_generation(monkeypatch, kernel_calls):
     n, m = 10, 1000
-    gen, probs = _generator(n, m, _mapping(n, (8, 8), "silu"))
+    gen, _ = _generator(n, m, _mapping(n, (8, 8), "silu"))
     on = gen().detach()
     assert len(kernel_calls) == 1
     monkeypatch.setenv("QTRAIN_KERNEL", "0")

@@ -7,9 +7,8 @@ the wrapper only ever asks for the weight vector.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import ctypes
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -1,6 +1,6 @@
-/* qtrain's compiled kernel for the mapping MLP of a generator (not yet wired into
- * qtrain.generator; checked and timed by benchmarks/bench_mlp_kernel.py): outputs forward,
- * and the backward with the activations recomputed, over the rows r < R of
+/* qtrain's compiled kernel for the mapping MLP of a generator (qtrain.generator's
+ * _MLPKernel; timed by benchmarks/bench_mlp_kernel.py): outputs forward, and the backward
+ * with the activations recomputed, over the rows r < R of
  *
  *     h_0 = lo[r mod TR] + hi[r div TR] + x_r wx        (the first layer, from two tables)
  *     h_i = W_i act(h_{i-1}) + b_i,   i = 1..K          (out_r = h_K, C values)
