@@ -408,7 +408,7 @@ class _MLPKernel:
         if type(mapping) is not MappingModel or torch.device(device).type != "cpu":
             return None  # (a subclass may change rows(); the kernel computes MappingModel's)
         spec = _MLPSpec.of(mapping.net, n_qubits=n_qubits, n_rows=n_rows, low=0)
-        if spec is None or len(spec.linears) < 2:
+        if spec is None or not 2 <= len(spec.linears) <= 64:  # (the kernel takes up to 64 layers)
             return None
         kinds = {_KERNEL_ACTS.get(act, -1) for act in spec.acts[:-1]}
         tensors = [t for lin in spec.linears for t in (lin.weight, lin.bias) if t is not None]
@@ -426,14 +426,13 @@ class _MLPKernel:
 
     def _args(self, x: Tensor, layers) -> tuple:
         spec = self.spec
-        ws = (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers])
-        bs = (ctypes.c_void_p * len(layers))(*[None if b is None else b.data_ptr() for _, b in layers])
+        ws, bs = _pointers([w for w, _ in layers]), _pointers([b for _, b in layers])
         return (len(layers) - 1, self.widths, spec.n_qubits, spec.n_rows, self.act, torch.get_num_threads(),
                 x.data_ptr(), ws, bs)
 
     def forward(self, x: Tensor, layers) -> Tensor:
         out = torch.empty(self.spec.n_rows, layers[-1][0].shape[0], dtype=self.spec.dtype)
-        _check_mlp(self.lib.qt_mlp_forward(*self._args(x, layers), out.data_ptr()))
+        native.check(self.lib.qt_mlp_forward(*self._args(x, layers), out.data_ptr()), "mapping")
         return out
 
     def backward(self, x: Tensor, layers, grad: Tensor, need_x: bool, need: list[bool]):
@@ -441,13 +440,10 @@ class _MLPKernel:
         it = iter(need)
         g_layers = [(torch.empty_like(w) if next(it) else None, None if b is None else (
             torch.empty_like(b) if next(it) else None)) for w, b in layers]
-
-        def ptrs(ts):
-            return (ctypes.c_void_p * len(ts))(*[None if t is None else t.data_ptr() for t in ts])
-
-        _check_mlp(self.lib.qt_mlp_backward(*self._args(x, layers), grad.data_ptr(),
-                                            None if g_x is None else g_x.data_ptr(),
-                                            ptrs([g for g, _ in g_layers]), ptrs([g for _, g in g_layers])))
+        native.check(self.lib.qt_mlp_backward(*self._args(x, layers), grad.data_ptr(),
+                                              None if g_x is None else g_x.data_ptr(),
+                                              _pointers([g for g, _ in g_layers]), _pointers([g for _, g in g_layers])),
+                     "mapping")
         return g_x, [t for pair, (_, b) in zip(g_layers, layers) for t in (pair if b is not None else pair[:1])]
 
     def reference(self, x: Tensor, layers) -> Tensor:
@@ -461,11 +457,9 @@ class _MLPKernel:
         return h
 
 
-def _check_mlp(code: int) -> None:
-    if code == 1:
-        raise MemoryError("the mapping kernel could not allocate its buffers")
-    if code:
-        raise ValueError(f"the mapping kernel refused its arguments (code {code})")
+def _pointers(tensors: list[Tensor | None]) -> ctypes.Array:
+    """A C array of the tensors' data pointers (NULL for ``None``); the caller keeps the tensors alive."""
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
 
 
 class _MLPKernelRows(torch.autograd.Function):

@@ -163,10 +163,7 @@ def _final_state(ctx):
 
 
 def _check(code: int) -> None:
-    if code == 1:
-        raise MemoryError("the circuit kernel could not allocate its scratch buffers")
-    if code:
-        raise ValueError(f"the circuit kernel refused its arguments (code {code}): N or the block size too small")
+    native.check(code, "circuit", ": N or the block size too small")
 
 
 class _KernelProbs(torch.autograd.Function):

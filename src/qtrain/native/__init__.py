@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["KINDS", "available", "library"]
+__all__ = ["KINDS", "available", "check", "library", "why"]
 
 _HERE = Path(__file__).parent
 _SOURCES = {"ry": _HERE / "_ryring.c", "u3": _HERE / "_u3ring.c", "mlp": _HERE / "_mlp.c"}
@@ -152,6 +152,15 @@ def library(dtype: torch.dtype, kind: str) -> ctypes.CDLL | None:
 def available(dtype: torch.dtype = torch.float32, kind: str = "ry") -> bool:
     """True when the kernel ``kind`` is built (or builds now) for ``dtype``."""
     return library(dtype, kind) is not None
+
+
+def check(code: int, name: str, refused: str = "") -> None:
+    """Raise for a kernel's nonzero return code: 1 is a failed allocation, anything else
+    refused arguments (``refused`` says which, when known)."""
+    if code == 1:
+        raise MemoryError(f"the {name} kernel could not allocate its scratch buffers")
+    if code:
+        raise ValueError(f"the {name} kernel refused its arguments (code {code}){refused}")
 
 
 def why() -> str | None:
