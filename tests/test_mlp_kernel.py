@@ -183,3 +183,20 @@ def test_the_default_qt_mapping_runs_through_the_kernel(kernel_calls):
     out = qt(torch.randn(4, 20))
     out.sum().backward()
     assert kernel_calls and all(p.grad is not None for p in qt.generator.mapping.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_first_layer_wider_than_a_tile(dtype, kernel_calls):
+    """150 first-layer units: more than the 128 (float32) / 64 (float64) rows of a tile."""
+    n, m = 8, 200
+    gen, probs = _generator(n, m, _mapping(n, (150, 3), "tanh", dtype=dtype))
+    wrt = [probs, *gen.mapping.parameters()]
+    got = gen()
+    g_got = torch.autograd.grad(got.sum(), wrt)
+    want = _reference(gen, probs, m)
+    g_want = torch.autograd.grad(want.sum(), wrt)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(got, want, rtol=0, atol=tol)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=tol)
+    assert kernel_calls

@@ -265,20 +265,35 @@ static int plan_init(Plan *p, int K, const int *wr, int n, long R, int act, cons
             p->params[p->boff[i] + j] = bs[i] ? bs[i][j] : 0;
         }
     memset(p->lo, 0, (size_t)w0 * TR * sizeof(T));
-    for (int j = 0; j < wr[0]; j++) {
+    /* the tables in double, each sum in the order of the bit columns; loops ordered so that
+     * the innermost runs over independent sums (vectorised) instead of along one */
+    int nh = n - lb, wr0 = wr[0];
+    double *acc = malloc((TR > wr0 ? TR : wr0) * sizeof(double)), *col = malloc((size_t)(nh > 0 ? nh : 1) * wr0 * sizeof(double));
+    double *sg = malloc((size_t)lb * TR * sizeof(double));
+    if (!acc || !col || !sg) return free(acc), free(col), free(sg), plan_free(p), 1;
+    for (int c = 0; c < lb; c++)
+        for (long t = 0; t < TR; t++) sg[c * TR + t] = bit(t, lb - 1 - c);
+    for (int j = 0; j < wr0; j++) {
         const T *row = Ws[0] + (long)j * (n + 1); /* bit columns MSB first, then x */
-        for (long t = 0; t < TR; t++) {
-            double s = 0;
-            for (int b = n - lb; b < n; b++) s += row[b] * bit(t, n - 1 - b);
-            p->lo[(long)j * TR + t] = (T)s;
+        for (long t = 0; t < TR; t++) acc[t] = 0;
+        for (int c = 0; c < lb; c++) {
+            double wc = row[nh + c];
+            for (long t = 0; t < TR; t++) acc[t] += wc * sg[c * TR + t];
         }
-        for (long q = 0; q < p->ntiles; q++) {
-            double s = bs[0] ? bs[0][j] : 0;
-            for (int b = 0; b < n - lb; b++) s += row[b] * bit(q, n - 1 - b - TB);
-            p->hi[q * w0 + j] = (T)s;
-        }
+        for (long t = 0; t < TR; t++) p->lo[(long)j * TR + t] = (T)acc[t];
+        for (int b = 0; b < nh; b++) col[b * wr0 + j] = row[b];
         p->wx[j] = row[n];
     }
+    for (long q = 0; q < p->ntiles; q++) {
+        double *h = acc; /* (room for max(TR, wr0)) */
+        for (int j = 0; j < wr0; j++) h[j] = bs[0] ? bs[0][j] : 0;
+        for (int b = 0; b < nh; b++) {
+            double sb = bit(q, n - 1 - b - TB);
+            for (int j = 0; j < wr0; j++) h[j] += col[b * wr0 + j] * sb;
+        }
+        for (int j = 0; j < wr0; j++) p->hi[q * w0 + j] = (T)h[j];
+    }
+    free(acc), free(col), free(sg);
     return 0;
 }
 
@@ -480,28 +495,39 @@ int qt_mlp_backward(int K, const int *w, int n, long R, int act, int nthreads, c
                 gWs[i][(long)j * w[i - 1] + k] = (T)slot[p.woff[i] + (long)j * pw[i - 1] + k];
             if (gbs[i]) gbs[i][j] = (T)slot[p.boff[i] + j];
         }
-    /* the first layer from its tables: dL/dW0 = sum over rows of dL/dh_0 [bits, x] */
-    int lb = n < TB ? n : TB;
+    /* the first layer from its tables: dL/dW0 = sum over rows of dL/dh_0 [bits, x]; each sum
+     * runs in row (tile) order, the innermost loops over independent sums */
+    int lb = n < TB ? n : TB, nh = n - lb, wr0 = w[0];
     const double *glo = slot + slot_sums(&shape);
-    for (int j = 0; j < w[0]; j++) {
-        T *row = gWs[0] + (long)j * (n + 1);
-        for (int b = n - lb; b < n; b++) {
-            double s = 0;
-            for (long t = 0; t < TR; t++) s += glo[(long)j * TR + t] * bit(t, n - 1 - b);
-            row[b] = (T)s;
-        }
-        for (int b = 0; b < n - lb; b++) {
-            double s = 0;
-            for (long q = 0; q < p.ntiles; q++) s += ghi[q * w0 + j] * bit(q, n - 1 - b - TB);
-            row[b] = (T)s;
-        }
-        row[n] = (T)slot[p.nparams + j];
-        if (gbs[0]) {
-            double s = 0;
-            for (long q = 0; q < p.ntiles; q++) s += ghi[q * w0 + j];
-            gbs[0][j] = (T)s;
-        }
+    double *sums = calloc((size_t)(nh + 1) * wr0 + lb, sizeof(double)); /* [b][j] high bits, [j] bias, [c] */
+    if (!sums) {
+        free(wt), free(work), free(xw), free(slot), free(ghi), plan_free(&p);
+        return 1;
     }
+    double *bsum = sums + (size_t)nh * wr0, *lsum = bsum + wr0;
+    for (int j = 0; j < wr0; j++) {
+        T *row = gWs[0] + (long)j * (n + 1);
+        for (int c = 0; c < lb; c++) lsum[c] = 0;
+        for (long t = 0; t < TR; t++) {
+            double g = glo[(long)j * TR + t];
+            for (int c = 0; c < lb; c++) lsum[c] += g * bit(t, lb - 1 - c);
+        }
+        for (int c = 0; c < lb; c++) row[nh + c] = (T)lsum[c];
+        row[n] = (T)slot[p.nparams + j];
+    }
+    for (long q = 0; q < p.ntiles; q++) {
+        const double *g = ghi + q * w0;
+        for (int b = 0; b < nh; b++) {
+            double sb = bit(q, n - 1 - b - TB);
+            for (int j = 0; j < wr0; j++) sums[b * wr0 + j] += g[j] * sb;
+        }
+        for (int j = 0; j < wr0; j++) bsum[j] += g[j];
+    }
+    for (int j = 0; j < wr0; j++) {
+        for (int b = 0; b < nh; b++) gWs[0][(long)j * (n + 1) + b] = (T)sums[b * wr0 + j];
+        if (gbs[0]) gbs[0][j] = (T)bsum[j];
+    }
+    free(sums);
     free(wt), free(work), free(xw), free(slot), free(ghi), plan_free(&p);
     return 0;
 }
